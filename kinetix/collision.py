@@ -1,0 +1,390 @@
+"""Particle collisions on weight matrices: the math of KO, as pure array functions.
+
+A layer's weight is read as a system of ``N`` particles in ``R^D`` (positions
+``w``) whose gradients are their velocities ``g``. Both functions here take the
+particle matrices ``w, g`` of shape ``(N, D)`` and return the collided gradient;
+:func:`as_particles` / :func:`from_particles` convert a kernel of any rank.
+
+* :func:`soft_collide` is Algorithm 2 of the KO paper (Feng et al., 2025).
+* :func:`hard_collide` is Algorithm 1 / Eq. 5-8 (``rule="paper"``), or the
+  authors' released ``apply_gradient_collision_v1`` (``rule="released"``).
+
+Neither materialises an ``(N, N, D)`` tensor: the soft collision is an ``N x N``
+matrix times ``g``; the hard collision builds the ``N x N`` acceptance matrix,
+then walks the list of accepted pairs in chunks of ``chunk_size`` pairs, so its
+extra memory is ``O(N^2 + chunk_size * D)`` and its work is proportional to the
+number of pairs that actually collide. No pair is ever dropped.
+
+Reference: Feng, Huang, Fu, Wang, Yan. *KO: Kinetics-inspired Neural Optimizer
+with PDE Simulation Approaches*, arXiv:2505.14777, 2025.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+HardRule = Literal["paper", "released"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+# Unit directions of at most this many floats are drawn at once (16 MiB in f32).
+_DEFAULT_CHUNK_FLOATS = 1 << 22
+
+
+class CollisionInfo(NamedTuple):
+    """What one collision step did to one layer.
+
+    Attributes:
+      num_pairs: number of particle pairs that collided (int32 scalar). For the
+        soft collision, the number of off-diagonal pairs with a non-zero coupling
+        ``S_ij``.
+      rate: ``num_pairs`` divided by the ``N (N - 1) / 2`` candidate pairs
+        (float32 scalar; 0 when ``N < 2``).
+    """
+
+    num_pairs: jax.Array
+    rate: jax.Array
+
+
+def as_particles(x: jax.Array, axis: int = -1) -> jax.Array:
+    """Reshapes a kernel into particles: one row per index of ``axis``.
+
+    For a Flax kernel ``(in, out)`` and ``axis=-1`` each output unit is a
+    particle whose vector is its ``in`` incoming weights; a conv kernel
+    ``(kh, kw, in, out)`` gives ``out`` particles in ``R^{kh*kw*in}``. This equals
+    the rows of a PyTorch ``(out, in)`` weight, the paper's layout.
+
+    Args:
+      x: array with ``x.ndim >= 2``.
+      axis: the particle axis.
+
+    Returns:
+      An ``(x.shape[axis], x.size // x.shape[axis])`` array.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"as_particles needs an array with at least 2 dimensions, got {x.shape=}.")
+    axis = _normalize_axis(axis, x.ndim)
+    moved = jnp.moveaxis(x, axis, 0)
+    return moved.reshape(moved.shape[0], -1)
+
+
+def from_particles(p: jax.Array, shape: tuple[int, ...], axis: int = -1) -> jax.Array:
+    """Inverse of :func:`as_particles` for an array of the given ``shape``."""
+    axis = _normalize_axis(axis, len(shape))
+    moved_shape = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
+    return jnp.moveaxis(p.reshape(moved_shape), 0, axis)
+
+
+def static_int(value, name: str) -> int:
+    """``int(value)``, with a clear error when ``value`` is a traced array."""
+    try:
+        return int(value)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
+        raise TypeError(
+            f"{name} must be a Python int, got a traced value. Under optax.inject_hyperparams "
+            f"pass static_args=({name!r},)."
+        ) from None
+
+
+def _normalize_axis(axis: int, ndim: int) -> int:
+    axis = static_int(axis, "axis")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"Particle axis {axis} is out of range for an array with {ndim} dimensions.")
+    return axis % ndim
+
+
+def _check_pair(w: jax.Array, g: jax.Array, name: str) -> None:
+    if w.ndim != 2 or g.ndim != 2:
+        raise ValueError(
+            f"{name} takes particle matrices of shape (N, D); got {w.shape=} and {g.shape=}. "
+            "Use kinetix.collision.as_particles to reshape a kernel."
+        )
+    if w.shape != g.shape:
+        raise ValueError(f"{name}: weights and gradients differ in shape, {w.shape=} vs {g.shape=}.")
+    for arr, what in ((w, "weights"), (g, "gradients")):
+        if not jnp.issubdtype(arr.dtype, jnp.floating):
+            raise TypeError(f"{name}: {what} must be floating point, got dtype {arr.dtype}.")
+
+
+def _compute_dtype(dtype) -> jnp.dtype:
+    # Low-precision inputs are collided in float32 and cast back.
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def cosine_similarity(x: jax.Array) -> jax.Array:
+    """Cosine similarity matrix of the rows of ``x`` (``(N, D) -> (N, N)``).
+
+    A zero row has cosine 0 with every row, itself included, so the result is
+    always finite.
+    """
+    x = x.astype(_compute_dtype(x.dtype))
+    norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
+    unit = x / jnp.where(norm > 0, norm, 1.0)
+    return jnp.matmul(unit, unit.T, precision=_HIGHEST)
+
+
+def pairwise_distance(x: jax.Array) -> jax.Array:
+    """Euclidean distance matrix of the rows of ``x`` (``(N, D) -> (N, N)``).
+
+    Computed as ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j`` on mean-centred rows (distances
+    are translation invariant; centring limits the cancellation error), so it
+    needs ``O(N^2)`` memory, not ``O(N^2 D)``.
+    """
+    x = x.astype(_compute_dtype(x.dtype))
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    sq = jnp.sum(x * x, axis=-1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.matmul(x, x.T, precision=_HIGHEST)
+    d2 = jnp.maximum(d2, 0.0) * (1.0 - jnp.eye(x.shape[0], dtype=x.dtype))
+    return jnp.sqrt(d2)
+
+
+def soft_collide(
+    w: jax.Array,
+    g: jax.Array,
+    coll_coef: ArrayLike = 0.1,
+    *,
+    threshold: ArrayLike | None = None,
+    include_self: bool = True,
+) -> tuple[jax.Array, CollisionInfo]:
+    r"""Soft collision of Algorithm 2: repel neurons with similar weights and gradients.
+
+    .. math::
+       S_{ij} = \cos(w_i, w_j)\,\cos(g_i, g_j), \qquad
+       g_i^* = g_i - c \sum_j S_{ij}\, g_j .
+
+    ``S`` is the element-wise (Hadamard) product of the two cosine matrices, as
+    in the released code; the diagonal is included, as written in the paper, so
+    a particle's own gradient is scaled by ``1 - c``.
+
+    Args:
+      w: particle positions (weights), shape ``(N, D)``.
+      g: particle velocities (gradients), shape ``(N, D)``.
+      coll_coef: ``c``, the collision coefficient (may be traced).
+      threshold: if given, entries ``S_ij < threshold`` are set to 0 before the
+        update; the released code uses ``threshold=0.0``. ``None`` (the paper)
+        keeps negative couplings.
+      include_self: keep the diagonal of ``S`` (paper, code's ``"wg"``); ``False``
+        subtracts it (code's ``"wg_i"``).
+
+    Returns:
+      ``(g_star, info)``: the collided gradient, same shape and dtype as ``g``,
+      and a :class:`CollisionInfo` counting the off-diagonal pairs with non-zero
+      coupling.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kinetix import collision
+      >>> w = jnp.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+      >>> g = jnp.array([[1.0, 1.0], [1.0, 0.9], [-1.0, 0.5]])
+      >>> g_star, info = collision.soft_collide(w, g, 0.1)
+      >>> g_star.shape, int(info.num_pairs)
+      ((3, 2), 3)
+    """
+    _check_pair(w, g, "soft_collide")
+    dtype = _compute_dtype(g.dtype)
+    s = cosine_similarity(w) * cosine_similarity(g)
+    if threshold is not None:
+        s = jnp.where(s < threshold, 0.0, s)
+    off_diag = 1.0 - jnp.eye(s.shape[0], dtype=s.dtype)
+    if not include_self:
+        s = s * off_diag
+    g32 = g.astype(dtype)
+    g_star = g32 - jnp.asarray(coll_coef, dtype) * jnp.matmul(s, g32, precision=_HIGHEST)
+    num_pairs = jnp.sum(jnp.triu((s != 0) * off_diag, k=1), dtype=jnp.int32)
+    return g_star.astype(g.dtype), _info(num_pairs, w.shape[0])
+
+
+def _info(num_pairs: jax.Array, n: int) -> CollisionInfo:
+    candidates = n * (n - 1) // 2
+    rate = num_pairs.astype(jnp.float32) / max(candidates, 1)
+    return CollisionInfo(num_pairs=num_pairs.astype(jnp.int32), rate=rate)
+
+
+def acceptance_matrix(
+    w: jax.Array, g: jax.Array, coll_coef: ArrayLike, length_scale: ArrayLike = 1.0
+) -> jax.Array:
+    r"""The deterministic acceptance test of Eq. 7, for every pair.
+
+    .. math::
+       \frac{(g_r)_{ij}\, e^{-(w_r)_{ij} / \ell}}{g_r^{\max}} > 1 - c ,
+
+    with ``w_r, g_r`` the pairwise distances of Eq. 5 and ``g_r^max`` their
+    maximum over the layer. The paper has ``ell = 1``; the released code
+    ``ell = 20`` (``exp(-0.05 w_r)``). When all gradients are equal
+    (``g_r^max = 0``) no pair collides.
+
+    Returns:
+      A boolean ``(N, N)`` matrix, true on the strict upper triangle for the
+      unordered pairs ``i < j`` that collide.
+    """
+    dtype = _compute_dtype(g.dtype)
+    w_r = pairwise_distance(w)
+    g_r = pairwise_distance(g)
+    g_max = jnp.max(g_r)
+    ratio = g_r * jnp.exp(-w_r / jnp.asarray(length_scale, dtype)) / jnp.where(g_max > 0, g_max, 1.0)
+    accept = (ratio > 1.0 - jnp.asarray(coll_coef, dtype)) & (g_max > 0)
+    n = w.shape[0]
+    return accept & (jnp.arange(n)[:, None] < jnp.arange(n)[None, :])
+
+
+def pair_normals(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype) -> jax.Array:
+    """Standard normal vectors, one per pair ``(i[k], j[k])``, shape ``(len(i), dim)``.
+
+    The vector of pair ``(i, j)`` depends only on ``key``, ``i`` and ``j``, not on
+    how many pairs collide nor on how they are chunked, so results are identical
+    for any ``chunk_size`` and on any number of devices.
+    """
+
+    def one(ii, jj):
+        return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, ii), jj), (dim,), dtype)
+
+    return jax.vmap(one)(i, j)
+
+
+def pair_directions(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype=jnp.float32):
+    """Unit vectors ``n_ij``, uniform on the sphere ``S^{dim-1}``, one per pair (Eq. 6)."""
+    z = pair_normals(key, i, j, dim, dtype)
+    norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
+    return z / jnp.where(norm > 0, norm, 1.0)
+
+
+def hard_collide(
+    w: jax.Array,
+    g: jax.Array,
+    key: jax.Array,
+    coll_coef: ArrayLike = 0.1,
+    *,
+    length_scale: ArrayLike | None = None,
+    rule: HardRule = "paper",
+    scale: ArrayLike = 1.0,
+    chunk_size: int | None = None,
+) -> tuple[jax.Array, CollisionInfo]:
+    r"""Hard (DSMC-style) collision of Algorithm 1, Eq. 5-8.
+
+    Pairs are accepted by the deterministic test of Eq. 7
+    (:func:`acceptance_matrix`). For every accepted pair ``i < j``
+    (``rule="paper"``):
+
+    .. math::
+       (\Delta g)_{ij} = \tfrac12 (g_j - g_i) + \tfrac12 \|g_i - g_j\|\, n_{ij},
+       \qquad (\Delta g)_{ji} = -(\Delta g)_{ij},
+       \qquad g_i^* = g_i + \sum_{j \text{ accepted}} (\Delta g)_{ij},
+
+    with ``n_ij`` a unit vector uniform on the sphere (``n_ji = -n_ij``). Each pair
+    conserves momentum, so the layer's total gradient ``sum_i g_i`` is unchanged.
+    A particle in several pairs receives the sum of its pair updates (Eq. 8).
+
+    ``rule="released"`` reproduces the authors' ``apply_gradient_collision_v1``
+    (``FengMingquan-sjtu/nanoGPT``, ``ko.py``) on the same particles:
+
+    * the deterministic part has the opposite sign (``-(g_j - g_i)/2``: the code
+      sums its ``delta_v`` over the wrong index, pushing a pair apart);
+    * the scatter term is ``|g_i - g_j| n`` (no ``1/2``) where each *component*
+      of ``n`` is normalised over all ``N (N-1)/2`` pairs, as the code's
+      ``rand_vec / norm(rand_vec, dim=1)``. The squared norm of the pairs that do
+      not collide is drawn exactly from its chi-square law, so the random
+      directions never need ``O(N^2 D)`` memory;
+    * the whole update is multiplied by ``scale`` (the code's ``noise_scale``;
+      its ``KiOptimizer`` wrapper passes ``1e-4``);
+    * ``length_scale`` defaults to 20 (the code's ``exp(-0.05 w_r)``).
+
+    The code also takes the *columns* of the PyTorch ``(out, in)`` weight as
+    particles; :func:`kinetix.ko_hard` picks that axis for ``rule="released"``.
+
+    Args:
+      w: particle positions, shape ``(N, D)``.
+      g: particle velocities (gradients), shape ``(N, D)``.
+      key: PRNG key for the scattering directions.
+      coll_coef: ``coll_coef`` of Eq. 7; 0 means no collision, 1 lets every pair
+        with ``g_r > 0`` collide (may be traced).
+      length_scale: ``ell`` in ``U = exp(-w_r / ell)``; default 1 (paper) or 20
+        (released).
+      rule: ``"paper"`` or ``"released"``, see above.
+      scale: multiplies the whole collision update (1 by default).
+      chunk_size: number of pairs processed at once; default keeps
+        ``chunk_size * D <= 2**22``. Only memory and speed depend on it.
+
+    Returns:
+      ``(g_star, info)``: the collided gradient (same shape and dtype as ``g``)
+      and a :class:`CollisionInfo`.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from kinetix import collision
+      >>> w = jax.random.normal(jax.random.key(0), (8, 4)) * 0.01
+      >>> g = jax.random.normal(jax.random.key(1), (8, 4))
+      >>> g_star, info = collision.hard_collide(w, g, jax.random.key(2), 0.3)
+      >>> bool(jnp.allclose(g_star.sum(0), g.sum(0), atol=1e-5))  # momentum
+      True
+    """
+    _check_pair(w, g, "hard_collide")
+    if rule not in ("paper", "released"):
+        raise ValueError(f"rule must be 'paper' or 'released', got {rule!r}.")
+    if length_scale is None:
+        length_scale = 1.0 if rule == "paper" else 20.0
+    n, d = g.shape
+    dtype = _compute_dtype(g.dtype)
+    num_candidates = n * (n - 1) // 2
+    if num_candidates == 0:
+        return g, _info(jnp.zeros([], jnp.int32), n)
+
+    if chunk_size is None:
+        chunk_size = max(1, _DEFAULT_CHUNK_FLOATS // max(d, 1))
+    chunk = min(static_int(chunk_size, "chunk_size"), num_candidates)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    num_chunks_max = math.ceil(num_candidates / chunk)
+
+    accept = acceptance_matrix(w, g, coll_coef, length_scale)
+    num_pairs = jnp.sum(accept, dtype=jnp.int32)
+    rows, cols = jnp.nonzero(accept, size=num_chunks_max * chunk, fill_value=0)
+    num_chunks = (num_pairs + chunk - 1) // chunk
+    g32 = g.astype(dtype)
+    dir_key, chi_key = jax.random.split(key)
+
+    def chunk_pairs(k):
+        start = k * chunk
+        i = jax.lax.dynamic_slice(rows, (start,), (chunk,))
+        j = jax.lax.dynamic_slice(cols, (start,), (chunk,))
+        valid = (start + jnp.arange(chunk)) < num_pairs
+        return i, j, valid
+
+    if rule == "paper":
+        s_det, s_rand = 0.5, 0.5
+
+        def directions(i, j):
+            return pair_directions(dir_key, i, j, d, dtype)
+
+    else:
+        s_det, s_rand = -0.5, 1.0
+
+        def sum_sq(k, acc):
+            i, j, valid = chunk_pairs(k)
+            z = pair_normals(dir_key, i, j, d, dtype)
+            return acc + jnp.sum(jnp.where(valid[:, None], z * z, 0.0), axis=0)
+
+        q = jax.lax.fori_loop(0, num_chunks, sum_sq, jnp.zeros((d,), dtype))
+        df = (num_candidates - num_pairs).astype(dtype)
+        chi2 = 2.0 * jax.random.gamma(chi_key, jnp.maximum(df, 1.0) / 2.0, (d,), dtype)
+        q = q + jnp.where(df > 0, chi2, 0.0)
+        inv_norm = 1.0 / jnp.sqrt(jnp.where(q > 0, q, 1.0))
+
+        def directions(i, j):
+            return pair_normals(dir_key, i, j, d, dtype) * inv_norm
+
+    def apply_chunk(k, delta):
+        i, j, valid = chunk_pairs(k)
+        gi, gj = g32[i], g32[j]
+        diff = gj - gi
+        g_r = jnp.sqrt(jnp.sum(diff * diff, axis=-1, keepdims=True))
+        d_i = s_det * diff + s_rand * g_r * directions(i, j)
+        d_i = jnp.where(valid[:, None], d_i, 0.0)
+        return delta.at[i].add(d_i).at[j].add(-d_i)
+
+    delta = jax.lax.fori_loop(0, num_chunks, apply_chunk, jnp.zeros_like(g32))
+    g_star = g32 + jnp.asarray(scale, dtype) * delta
+    return g_star.astype(g.dtype), _info(num_pairs, n)
