@@ -21,6 +21,7 @@ with PDE Simulation Approaches*, arXiv:2505.14777, 2025.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -142,6 +143,7 @@ def pairwise_distance(x: jax.Array) -> jax.Array:
     return jnp.sqrt(d2)
 
 
+@functools.partial(jax.jit, static_argnames=("include_self",))
 def soft_collide(
     w: jax.Array,
     g: jax.Array,
@@ -184,6 +186,7 @@ def soft_collide(
       >>> g_star.shape, int(info.num_pairs)
       ((3, 2), 3)
     """
+    w, g = jnp.asarray(w), jnp.asarray(g)
     _check_pair(w, g, "soft_collide")
     dtype = _compute_dtype(g.dtype)
     s = cosine_similarity(w) * cosine_similarity(g)
@@ -221,6 +224,7 @@ def acceptance_matrix(
       A boolean ``(N, N)`` matrix, true on the strict upper triangle for the
       unordered pairs ``i < j`` that collide.
     """
+    w, g = jnp.asarray(w), jnp.asarray(g)
     dtype = _compute_dtype(g.dtype)
     w_r = pairwise_distance(w)
     g_r = pairwise_distance(g)
@@ -252,6 +256,7 @@ def pair_directions(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype=
     return z / jnp.where(norm > 0, norm, 1.0)
 
 
+@functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))
 def hard_collide(
     w: jax.Array,
     g: jax.Array,
@@ -321,6 +326,7 @@ def hard_collide(
       >>> bool(jnp.allclose(g_star.sum(0), g.sum(0), atol=1e-5))  # momentum
       True
     """
+    w, g = jnp.asarray(w), jnp.asarray(g)
     _check_pair(w, g, "hard_collide")
     if rule not in ("paper", "released"):
         raise ValueError(f"rule must be 'paper' or 'released', got {rule!r}.")
@@ -360,7 +366,7 @@ def hard_collide(
             return pair_directions(dir_key, i, j, d, dtype)
 
     else:
-        s_det, s_rand = -0.5, 1.0
+        s_det, s_rand = -0.5, -1.0
 
         def sum_sq(k, acc):
             i, j, valid = chunk_pairs(k)

@@ -71,6 +71,12 @@ def path_mask(pattern: str | Callable[[str], bool]) -> Callable[[Any], Any]:
         raise TypeError(f"pattern must be a regex string or a predicate, got {type(pattern).__name__}.")
 
     def mask_fn(tree):
+        if jax.tree_util.treedef_is_leaf(jax.tree.structure(tree)):
+            raise TypeError(
+                f"path_mask({pattern!r}) was called on a single {type(tree).__name__}, not a "
+                "parameter tree. Under optax.inject_hyperparams a callable mask is mistaken for a "
+                "schedule: pass static_args=('mask',)."
+            )
         matched = jax.tree_util.tree_map_with_path(lambda p, _: bool(pred(_path_str(p))), tree)
         if not any(jax.tree.leaves(matched)):
             raise ValueError(

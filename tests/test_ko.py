@@ -1,0 +1,341 @@
+"""Tests of the optax transforms kinetix.ko_soft / kinetix.ko_hard."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import kinetix
+from kinetix import collision
+from tests import reference
+
+
+def _params(seed=0):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    return {
+        "conv": {"kernel": jax.random.normal(k1, (3, 3, 2, 4)) * 0.05, "bias": jnp.zeros(4)},
+        "classifier": {"kernel": jax.random.normal(k2, (6, 5)) * 0.02, "bias": jnp.zeros(5)},
+        "scale": jax.random.normal(k3, ()),
+    }
+
+
+def _grads(seed=1):
+    p = _params(seed + 100)
+    return jax.tree.map(lambda x: x * 40.0 + 0.1, p)
+
+
+TRANSFORMS = {
+    "soft": lambda **kw: kinetix.ko_soft(0.3, **kw),
+    "hard": lambda **kw: kinetix.ko_hard(0.5, key=jax.random.key(3), **kw),
+    "hard_released": lambda **kw: kinetix.ko_hard(0.5, key=7, rule="released", **kw),
+}
+
+
+@pytest.fixture(scope="module")
+def update_fns():
+    """One jitted update per transform, shared by the tests (compiles are slow on 2 cores)."""
+    return {name: (make(), jax.jit(make().update)) for name, make in TRANSFORMS.items()}
+
+
+def test_public_api():
+    assert callable(kinetix.ko_soft) and callable(kinetix.ko_hard)
+    assert isinstance(kinetix.ko_hard(), optax.GradientTransformationExtraArgs)
+    assert isinstance(kinetix.ko_soft(), optax.GradientTransformationExtraArgs)
+    assert sorted(kinetix.__all__) == kinetix.__all__
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_update_matches_per_leaf_collision(update_fns, name):
+    tx, update = update_fns[name]
+    params, grads = _params(), _grads()
+    state = tx.init(params)
+    out, new_state = update(grads, state, params)
+    # 1-D and 0-D leaves pass through unchanged.
+    np.testing.assert_array_equal(out["conv"]["bias"], grads["conv"]["bias"])
+    np.testing.assert_array_equal(out["scale"], grads["scale"])
+    # The classifier kernel (6, 5): 5 particles in R^6 (axis -1), or 6 in R^5 (released, axis 0).
+    w, g = params["classifier"]["kernel"], grads["classifier"]["kernel"]
+    if name == "soft":
+        ref = reference.soft(np.asarray(w).T, np.asarray(g).T, 0.3).T
+        np.testing.assert_allclose(out["classifier"]["kernel"], ref, rtol=1e-4, atol=1e-5)
+    else:
+        axis = -1 if name == "hard" else 0
+        ref, _ = collision.hard_collide(
+            collision.as_particles(w, axis),
+            collision.as_particles(g, axis),
+            # leaf 1 in flattening order (classifier/bias, classifier/kernel, conv/..): find it
+            _leaf_key(state.key, 0, params, ("classifier", "kernel")),
+            0.5,
+            rule="paper" if name == "hard" else "released",
+        )
+        ref = collision.from_particles(ref, w.shape, axis)
+        np.testing.assert_allclose(out["classifier"]["kernel"], ref, rtol=1e-5, atol=1e-6)
+        # momentum of the particles is conserved
+        np.testing.assert_allclose(
+            out["classifier"]["kernel"].sum(axis), g.sum(axis), rtol=1e-4, atol=1e-4
+        )
+    assert int(new_state.count) == 1
+    assert new_state.key.dtype == state.key.dtype
+    rates = kinetix.collision_rates(new_state)
+    assert set(rates) == {"classifier/bias", "classifier/kernel", "conv/bias", "conv/kernel", "scale"}
+    assert rates["scale"] == 0.0 and 0.0 < rates["classifier/kernel"] <= 1.0
+
+
+def _leaf_key(key, count, tree, path):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    idx = [tuple(k.key for k in p) for p, _ in leaves].index(path)
+    return jax.random.split(jax.random.fold_in(jax.random.fold_in(key, count), idx))[0]
+
+
+@pytest.mark.parametrize("name", ["hard", "hard_released"])
+def test_same_key_same_updates_different_key_differs(update_fns, name):
+    tx, update = update_fns[name]
+    params, grads = _params(), _grads()
+    s = tx.init(params)
+    a, s1 = update(grads, s, params)
+    b, _ = update(grads, tx.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    # The next step uses fold_in(key, 1): different directions from step 0.
+    c, _ = update(grads, s1, params)
+    assert not np.array_equal(a["conv"]["kernel"], c["conv"]["kernel"])
+    other = TRANSFORMS[name]()
+    s_other = other.init(params)._replace(key=jax.random.key(12345))
+    d, _ = update(grads, s_other, params)
+    assert not np.array_equal(a["conv"]["kernel"], d["conv"]["kernel"])
+
+
+@pytest.mark.parametrize("name", ["soft", "hard"])
+def test_jit_equals_eager(update_fns, name):
+    tx, update = update_fns[name]
+    params, grads = _params(), _grads()
+    state = tx.init(params)
+    jitted, _ = update(grads, state, params)
+    with jax.disable_jit():
+        eager, _ = tx.update(grads, state, params)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), jitted, eager)
+
+
+def test_key_forms_are_equivalent(update_fns):
+    params = _params()
+    ref = jax.random.key_data(jax.random.key(5))
+    for key in (5, jax.random.key(5), np.int32(5), jax.random.key_data(jax.random.key(5))):
+        state = kinetix.ko_hard(0.5, key=key).init(params)
+        assert jnp.issubdtype(state.key.dtype, jax.dtypes.prng_key)
+        np.testing.assert_array_equal(jax.random.key_data(state.key), ref)
+
+
+def test_chain_with_base_optimizers_and_training_decreases_loss():
+    # A small regression problem: chaining KO before adamw still trains.
+    x = jax.random.normal(jax.random.key(0), (64, 6))
+    y = jnp.sin(x @ jnp.arange(1.0, 7.0))[:, None]
+    params = {"hidden": {"kernel": jax.random.normal(jax.random.key(1), (6, 16)) * 0.3,
+                         "bias": jnp.zeros(16)},
+              "out": {"kernel": jax.random.normal(jax.random.key(2), (16, 1)) * 0.3}}
+
+    def loss(p):
+        h = jnp.tanh(x @ p["hidden"]["kernel"] + p["hidden"]["bias"])
+        return jnp.mean((h @ p["out"]["kernel"] - y) ** 2)
+
+    for ko in (kinetix.ko_soft(0.1), kinetix.ko_hard(0.1, key=0)):
+        tx = optax.chain(ko, optax.adamw(1e-2))
+
+        @jax.jit
+        def step(p, s, tx=tx):
+            g = jax.grad(loss)(p)
+            u, s = tx.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        p, s = params, tx.init(params)
+        l0 = loss(p)
+        for _ in range(60):
+            p, s = step(p, s)
+        assert loss(p) < 0.5 * l0
+
+
+def test_mask_forms():
+    params, grads = _params(), _grads()
+    bool_tree = {"conv": {"kernel": False, "bias": False},
+                 "classifier": {"kernel": True, "bias": False}, "scale": False}
+    outs = []
+    for mask in (bool_tree, kinetix.path_mask("classifier/kernel"), lambda p: bool_tree):
+        tx = kinetix.ko_soft(0.3, mask=mask)
+        out, state = jax.jit(tx.update)(grads, tx.init(params), params)
+        np.testing.assert_array_equal(out["conv"]["kernel"], grads["conv"]["kernel"])
+        assert not np.array_equal(out["classifier"]["kernel"], grads["classifier"]["kernel"])
+        outs.append(out)
+        rates = kinetix.collision_rates(state)
+        assert list(rates) == ["classifier/kernel"]
+    for o in outs[1:]:
+        jax.tree.map(np.testing.assert_array_equal, outs[0], o)
+    # optax.masked around KO gives the same result as KO's own mask.
+    tx = optax.masked(kinetix.ko_soft(0.3), bool_tree)
+    out, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, outs[0], out)
+
+
+def test_inject_hyperparams_schedule():
+    params, grads = _params(), _grads()
+    sched = optax.linear_schedule(0.0, 0.5, transition_steps=4)
+    tx = optax.inject_hyperparams(kinetix.ko_hard)(coll_coef=sched, key=3)
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    out0, state = update(grads, state, params)
+    # coll_coef = 0 at step 0: identity.
+    jax.tree.map(np.testing.assert_array_equal, out0, grads)
+    for _ in range(3):
+        _, state = update(grads, state, params)
+    out4, state = update(grads, state, params)
+    np.testing.assert_allclose(float(state.hyperparams["coll_coef"]), 0.5)
+    # At step 4 it equals a constant-coefficient ko_hard at its 5th step (count 4).
+    const = kinetix.ko_hard(0.5, key=3)
+    cs = const.init(params)._replace(count=jnp.asarray(4, jnp.int32))
+    ref, _ = jax.jit(const.update)(grads, cs, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), out4, ref)
+    # Soft with a constant, injected coefficient.
+    tx = optax.inject_hyperparams(kinetix.ko_soft)(coll_coef=0.2)
+    out, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    ref, _ = kinetix.ko_soft(0.2).update(grads, kinetix.ko_soft(0.2).init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), out, ref)
+
+
+def test_inject_hyperparams_with_callable_mask_needs_static_args():
+    params = _params()
+    with pytest.raises(TypeError, match="static_args"):
+        optax.inject_hyperparams(kinetix.ko_soft)(0.1, mask=kinetix.path_mask("classifier")).init(params)
+    tx = optax.inject_hyperparams(kinetix.ko_soft, static_args=("mask",))(
+        0.1, mask=kinetix.path_mask("classifier/kernel"))
+    out, _ = jax.jit(tx.update)(_grads(), tx.init(params), params)
+    np.testing.assert_array_equal(out["conv"]["kernel"], _grads()["conv"]["kernel"])
+
+
+def test_soft_noise_option_uses_key():
+    params, grads = _params(), _grads()
+    a = kinetix.ko_soft(0.0, noise_scale=1e-2, key=1)
+    b = kinetix.ko_soft(0.0, noise_scale=1e-2, key=2)
+    ua, _ = a.update(grads, a.init(params), params)
+    ua2, _ = a.update(grads, a.init(params), params)
+    ub, _ = b.update(grads, b.init(params), params)
+    jax.tree.map(np.testing.assert_array_equal, ua, ua2)
+    diff = np.asarray(ua["conv"]["kernel"] - grads["conv"]["kernel"])
+    assert 0.005 < diff.std() < 0.02
+    assert not np.array_equal(ua["conv"]["kernel"], ub["conv"]["kernel"])
+
+
+def test_orbax_round_trip_reproduces_next_step(tmp_path):
+    import orbax.checkpoint as ocp
+
+    params, grads = _params(), _grads()
+    tx = optax.chain(kinetix.ko_hard(0.5, key=jax.random.key(9)), optax.adamw(1e-3))
+    update = jax.jit(tx.update)
+    state = tx.init(params)
+    _, state = update(grads, state, params)
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(tmp_path / "state", state)
+    ckpt.wait_until_finished()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restored = ckpt.restore(tmp_path / "state", abstract)
+    assert restored[0].key.dtype == state[0].key.dtype
+    np.testing.assert_array_equal(jax.random.key_data(restored[0].key), jax.random.key_data(state[0].key))
+    a, sa = update(grads, state, params)
+    b, sb = update(grads, restored, params)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert int(sb[0].count) == 2
+
+
+def test_bad_inputs():
+    params, grads = _params(), _grads()
+    for tx in (kinetix.ko_soft(), kinetix.ko_hard()):
+        state = tx.init(params)
+        with pytest.raises(ValueError, match="need the current parameters"):
+            tx.update(grads, state)
+        with pytest.raises(ValueError, match="trees differ"):
+            tx.update({"a": grads["scale"]}, state, params)
+        bad = jax.tree.map(lambda x: x, params)
+        bad["classifier"]["kernel"] = jnp.ones((5, 6))
+        with pytest.raises(ValueError, match="shape"):
+            tx.update(grads, state, bad)
+    with pytest.raises(ValueError, match="coll_coef"):
+        kinetix.ko_hard(1.5)
+    with pytest.raises(ValueError, match="coll_coef"):
+        kinetix.ko_soft(-0.1)
+    with pytest.raises(ValueError, match="rule"):
+        kinetix.ko_hard(rule="pytorch")
+    with pytest.raises(TypeError, match="key"):
+        kinetix.ko_hard(key="seed").init(params)
+    with pytest.raises(TypeError, match="single bool"):
+        kinetix.ko_hard(mask=True)
+    with pytest.raises(ValueError, match="matched no leaf"):
+        kinetix.ko_soft(mask=kinetix.path_mask("nonexistent")).init(params)
+    with pytest.raises(ValueError, match="out of range"):
+        kinetix.ko_soft(axis=3).update(grads, kinetix.ko_soft().init(params), params)
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_nonfinite_gradient_is_passed_through_and_counted(update_fns, name):
+    tx, update = update_fns[name]
+    params, grads = _params(), _grads()
+    grads["classifier"]["kernel"] = grads["classifier"]["kernel"].at[0, 0].set(jnp.nan)
+    grads["conv"]["kernel"] = grads["conv"]["kernel"].at[0, 0, 0, 0].set(jnp.inf)
+    out, state = update(grads, tx.init(params), params)
+    # The non-finite leaves are returned as they came (their NaN/inf are not spread
+    # to other particles); the finite leaves still collide and stay finite.
+    np.testing.assert_array_equal(out["classifier"]["kernel"], grads["classifier"]["kernel"])
+    np.testing.assert_array_equal(out["conv"]["kernel"], grads["conv"]["kernel"])
+    assert int(state.nonfinite_skips) == 2
+    assert np.isfinite(np.asarray(out["classifier"]["kernel"])).sum() == 29
+
+
+def test_integer_and_one_particle_leaves_pass_through():
+    params = {"table": jnp.arange(6, dtype=jnp.int32).reshape(2, 3),
+              "one": jnp.ones((4, 1)), "w": jnp.ones((4, 3)) * jnp.arange(3.0)}
+    grads = {"table": jnp.ones((2, 3), jnp.int32), "one": jnp.full((4, 1), 2.0),
+             "w": jnp.ones((4, 3))}
+    for tx in (kinetix.ko_soft(0.5), kinetix.ko_hard(1.0)):
+        out, state = tx.update(grads, tx.init(params), params)
+        np.testing.assert_array_equal(out["table"], grads["table"])
+        if "hard" in repr(tx):
+            np.testing.assert_array_equal(out["one"], grads["one"])
+        assert np.all(np.isfinite(np.asarray(out["w"])))
+    # one particle under soft collision: its own gradient scaled by (1 - c).
+    tx = kinetix.ko_soft(0.5)
+    out, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(out["one"], 0.5 * grads["one"])
+    tx = kinetix.ko_hard(1.0)
+    out, state = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(out["one"], grads["one"])
+    assert float(state.collision_rate["one"]) == 0.0
+
+
+def test_nnx_optimizer():
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.body = nnx.Linear(4, 8, rngs=rngs)
+            self.classifier = nnx.Linear(8, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.classifier(jax.nn.relu(self.body(x)))
+
+    model = Net(nnx.Rngs(0))
+    tx = optax.chain(kinetix.ko_hard(0.5, key=1, mask=kinetix.path_mask("classifier/kernel")),
+                     optax.sgd(0.1))
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    y = jax.random.randint(jax.random.key(1), (16,), 0, 3)
+
+    @nnx.jit
+    def step(model, opt):
+        def loss_fn(model):
+            return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        opt.update(model, grads)
+        return loss
+
+    losses = [float(step(model, opt)) for _ in range(5)]
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    rates = kinetix.collision_rates(opt.opt_state)
+    assert list(rates) and all("classifier" in k for k in rates)
