@@ -207,6 +207,20 @@ def _info(num_pairs: jax.Array, n: int) -> CollisionInfo:
     return CollisionInfo(num_pairs=num_pairs.astype(jnp.int32), rate=rate)
 
 
+def acceptance_ratio(w: jax.Array, g: jax.Array, length_scale: ArrayLike = 1.0) -> jax.Array:
+    r"""The left-hand side of Eq. 7 for every pair: ``g_r exp(-w_r / ell) / g_r^max``.
+
+    Returns an ``(N, N)`` symmetric matrix in ``[0, 1]`` with a zero diagonal;
+    all zeros when every gradient is equal (``g_r^max = 0``).
+    """
+    w, g = jnp.asarray(w), jnp.asarray(g)
+    dtype = _compute_dtype(g.dtype)
+    w_r = pairwise_distance(w)
+    g_r = pairwise_distance(g)
+    g_max = jnp.max(g_r)
+    return g_r * jnp.exp(-w_r / jnp.asarray(length_scale, dtype)) / jnp.where(g_max > 0, g_max, 1.0)
+
+
 def acceptance_matrix(
     w: jax.Array, g: jax.Array, coll_coef: ArrayLike, length_scale: ArrayLike = 1.0
 ) -> jax.Array:
@@ -224,14 +238,14 @@ def acceptance_matrix(
       A boolean ``(N, N)`` matrix, true on the strict upper triangle for the
       unordered pairs ``i < j`` that collide.
     """
-    w, g = jnp.asarray(w), jnp.asarray(g)
-    dtype = _compute_dtype(g.dtype)
-    w_r = pairwise_distance(w)
-    g_r = pairwise_distance(g)
-    g_max = jnp.max(g_r)
-    ratio = g_r * jnp.exp(-w_r / jnp.asarray(length_scale, dtype)) / jnp.where(g_max > 0, g_max, 1.0)
-    accept = (ratio > 1.0 - jnp.asarray(coll_coef, dtype)) & (g_max > 0)
-    n = w.shape[0]
+    ratio = acceptance_ratio(w, g, length_scale)
+    return upper_accept(ratio, coll_coef)
+
+
+def upper_accept(ratio: jax.Array, coll_coef: ArrayLike) -> jax.Array:
+    """``ratio > 1 - coll_coef`` on the strict upper triangle (and never where ``ratio == 0``)."""
+    n = ratio.shape[-1]
+    accept = (ratio > 1.0 - jnp.asarray(coll_coef, ratio.dtype)) & (ratio > 0)
     return accept & (jnp.arange(n)[:, None] < jnp.arange(n)[None, :])
 
 
@@ -254,6 +268,139 @@ def pair_directions(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype=
     z = pair_normals(key, i, j, dim, dtype)
     norm = jnp.linalg.norm(z, axis=-1, keepdims=True)
     return z / jnp.where(norm > 0, norm, 1.0)
+
+
+class PairList(NamedTuple):
+    """The accepted pairs ``(rows[k], cols[k])``, ``k < num_pairs``, of particle rows.
+
+    ``rows`` and ``cols`` are padded (with pair ``(0, 0)``) to a static length
+    that is a multiple of ``chunk``; only the first ``num_pairs`` are real.
+    """
+
+    rows: jax.Array
+    cols: jax.Array
+    num_pairs: jax.Array
+    chunk: int
+
+    @classmethod
+    def from_mask(cls, accept: jax.Array, *, chunk_size: int | None = None, dim: int = 1) -> PairList:
+        """Lists the true entries of a boolean ``(..., n, n)`` acceptance mask.
+
+        A leading batch shape is flattened: the pair ``(b, i, j)`` becomes rows
+        ``b * n + i`` and ``b * n + j`` of the flattened ``(B * n, D)`` particles.
+        Only the strict upper triangle should be true (each unordered pair once).
+        """
+        n = accept.shape[-1]
+        batch = math.prod(accept.shape[:-2])
+        max_pairs = max(batch * (n * (n - 1) // 2), 1)
+        if chunk_size is None:
+            chunk_size = max(1, _DEFAULT_CHUNK_FLOATS // max(dim, 1))
+        chunk_size = static_int(chunk_size, "chunk_size")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+        chunk = min(chunk_size, max_pairs)
+        size = math.ceil(max_pairs / chunk) * chunk
+        flat = accept.reshape(batch, n, n)
+        b, i, j = jnp.nonzero(flat, size=size, fill_value=0)
+        num_pairs = jnp.sum(flat, dtype=jnp.int32)
+        return cls(rows=b * n + i, cols=b * n + j, num_pairs=num_pairs, chunk=chunk)
+
+    def chunk_at(self, k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        start = k * self.chunk
+        i = jax.lax.dynamic_slice(self.rows, (start,), (self.chunk,))
+        j = jax.lax.dynamic_slice(self.cols, (start,), (self.chunk,))
+        valid = (start + jnp.arange(self.chunk)) < self.num_pairs
+        return i, j, valid
+
+    @property
+    def num_chunks(self) -> jax.Array:
+        return (self.num_pairs + self.chunk - 1) // self.chunk
+
+
+def pair_exchange(
+    v: jax.Array,
+    pairs: PairList,
+    key: jax.Array,
+    *,
+    s_det: float,
+    s_rand: float,
+    directions: Literal["unit", "per_component"] = "unit",
+    num_candidates: int | None = None,
+    x: jax.Array | None = None,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    r"""Momentum-conserving velocity exchange over a list of pairs (the core of KO and DSMC).
+
+    For every listed pair ``i < j`` with ``dv = v_j - v_i``:
+
+    .. math::
+       \Delta_i \mathrel{+}= s_{det}\, dv + s_{rand} \|dv\|\, n_{ij}, \qquad
+       \Delta_j \mathrel{-}= s_{det}\, dv + s_{rand} \|dv\|\, n_{ij} .
+
+    ``s_det = s_rand = 1/2`` is the hard-sphere rule ``v_i' = v_cm + |v_r| n / 2``.
+    The pairs are walked ``pairs.chunk`` at a time, so memory is
+    ``O(chunk * D)`` whatever the number of pairs.
+
+    Args:
+      v: ``(M, D)`` velocities (float32 or wider).
+      pairs: the colliding pairs (:class:`PairList`).
+      key: directions of pair ``(i, j)`` come from ``fold_in(fold_in(split(key)[0], i), j)``.
+      s_det, s_rand: coefficients above.
+      directions: ``"unit"``: ``n_ij`` uniform on the unit sphere. ``"per_component"``:
+        each component of ``n`` normalised over all ``num_candidates`` candidate
+        pairs, as KO's released code does (the squared norm of the candidates
+        that do not collide is drawn from its chi-square law).
+      num_candidates: number of candidate pairs, for ``"per_component"``.
+      x: optional ``(M, D)`` positions; if given, also returns
+        ``(sum_j (x_j - x_i) / 2, degree)`` over each particle's pairs (for the
+        released KITINet midpoint mixing).
+
+    Returns:
+      ``(delta_v, mixing)`` with ``delta_v`` of shape ``(M, D)``.
+    """
+    m, d = v.shape
+    dtype = v.dtype
+    dir_key, chi_key = jax.random.split(key)
+    if directions == "unit":
+
+        def direction(i, j):
+            return pair_directions(dir_key, i, j, d, dtype)
+
+    elif directions == "per_component":
+
+        def sum_sq(k, acc):
+            i, j, valid = pairs.chunk_at(k)
+            z = pair_normals(dir_key, i, j, d, dtype)
+            return acc + jnp.sum(jnp.where(valid[:, None], z * z, 0.0), axis=0)
+
+        q = jax.lax.fori_loop(0, pairs.num_chunks, sum_sq, jnp.zeros((d,), dtype))
+        df = (num_candidates - pairs.num_pairs).astype(dtype)
+        chi2 = 2.0 * jax.random.gamma(chi_key, jnp.maximum(df, 1.0) / 2.0, (d,), dtype)
+        q = q + jnp.where(df > 0, chi2, 0.0)
+        inv_norm = 1.0 / jnp.sqrt(jnp.where(q > 0, q, 1.0))
+
+        def direction(i, j):
+            return pair_normals(dir_key, i, j, d, dtype) * inv_norm
+
+    else:
+        raise ValueError(f"directions must be 'unit' or 'per_component', got {directions!r}.")
+
+    def body(k, carry):
+        i, j, valid = pairs.chunk_at(k)
+        dv = v[j] - v[i]
+        speed = jnp.sqrt(jnp.sum(dv * dv, axis=-1, keepdims=True))
+        d_i = jnp.where(valid[:, None], s_det * dv + s_rand * speed * direction(i, j), 0.0)
+        delta = carry[0].at[i].add(d_i).at[j].add(-d_i)
+        if x is None:
+            return (delta,)
+        dx = jnp.where(valid[:, None], 0.5 * (x[j] - x[i]), 0.0)
+        ones = valid.astype(dtype)
+        return (delta, carry[1].at[i].add(dx).at[j].add(-dx), carry[2].at[i].add(ones).at[j].add(ones))
+
+    init = (jnp.zeros_like(v),)
+    if x is not None:
+        init = init + (jnp.zeros_like(x), jnp.zeros((m,), dtype))
+    out = jax.lax.fori_loop(0, pairs.num_chunks, body, init)
+    return out[0], (None if x is None else (out[1], out[2]))
 
 
 @functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))
@@ -338,59 +485,15 @@ def hard_collide(
     if num_candidates == 0:
         return g, _info(jnp.zeros([], jnp.int32), n)
 
-    if chunk_size is None:
-        chunk_size = max(1, _DEFAULT_CHUNK_FLOATS // max(d, 1))
-    chunk = min(static_int(chunk_size, "chunk_size"), num_candidates)
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
-    num_chunks_max = math.ceil(num_candidates / chunk)
-
     accept = acceptance_matrix(w, g, coll_coef, length_scale)
-    num_pairs = jnp.sum(accept, dtype=jnp.int32)
-    rows, cols = jnp.nonzero(accept, size=num_chunks_max * chunk, fill_value=0)
-    num_chunks = (num_pairs + chunk - 1) // chunk
+    pairs = PairList.from_mask(accept, chunk_size=chunk_size, dim=d)
     g32 = g.astype(dtype)
-    dir_key, chi_key = jax.random.split(key)
-
-    def chunk_pairs(k):
-        start = k * chunk
-        i = jax.lax.dynamic_slice(rows, (start,), (chunk,))
-        j = jax.lax.dynamic_slice(cols, (start,), (chunk,))
-        valid = (start + jnp.arange(chunk)) < num_pairs
-        return i, j, valid
-
     if rule == "paper":
-        s_det, s_rand = 0.5, 0.5
-
-        def directions(i, j):
-            return pair_directions(dir_key, i, j, d, dtype)
-
+        delta, _ = pair_exchange(g32, pairs, key, s_det=0.5, s_rand=0.5)
     else:
-        s_det, s_rand = -0.5, -1.0
-
-        def sum_sq(k, acc):
-            i, j, valid = chunk_pairs(k)
-            z = pair_normals(dir_key, i, j, d, dtype)
-            return acc + jnp.sum(jnp.where(valid[:, None], z * z, 0.0), axis=0)
-
-        q = jax.lax.fori_loop(0, num_chunks, sum_sq, jnp.zeros((d,), dtype))
-        df = (num_candidates - num_pairs).astype(dtype)
-        chi2 = 2.0 * jax.random.gamma(chi_key, jnp.maximum(df, 1.0) / 2.0, (d,), dtype)
-        q = q + jnp.where(df > 0, chi2, 0.0)
-        inv_norm = 1.0 / jnp.sqrt(jnp.where(q > 0, q, 1.0))
-
-        def directions(i, j):
-            return pair_normals(dir_key, i, j, d, dtype) * inv_norm
-
-    def apply_chunk(k, delta):
-        i, j, valid = chunk_pairs(k)
-        gi, gj = g32[i], g32[j]
-        diff = gj - gi
-        g_r = jnp.sqrt(jnp.sum(diff * diff, axis=-1, keepdims=True))
-        d_i = s_det * diff + s_rand * g_r * directions(i, j)
-        d_i = jnp.where(valid[:, None], d_i, 0.0)
-        return delta.at[i].add(d_i).at[j].add(-d_i)
-
-    delta = jax.lax.fori_loop(0, num_chunks, apply_chunk, jnp.zeros_like(g32))
+        delta, _ = pair_exchange(
+            g32, pairs, key, s_det=-0.5, s_rand=-1.0, directions="per_component", num_candidates=num_candidates
+        )
+    num_pairs = pairs.num_pairs
     g_star = g32 + jnp.asarray(scale, dtype) * delta
     return g_star.astype(g.dtype), _info(num_pairs, n)

@@ -112,3 +112,42 @@ def collision_rates(opt_state: Any) -> dict[str, float]:
         for path, rate in jax.tree_util.tree_flatten_with_path(state.collision_rate)[0]:
             out[prefix + _path_str(path)] = float(rate)
     return out
+
+
+class ChannelCondensation(NamedTuple):
+    """How concentrated a layer's weight is in its output channels.
+
+    Attributes:
+      sorted_norms: the L2 norms of the output channels, largest first.
+      top_k_share: share of the squared norm held by the ``k`` largest channels.
+      k: the ``k`` used.
+    """
+
+    sorted_norms: jax.Array
+    top_k_share: jax.Array
+    k: int
+
+
+def channel_condensation(w: jax.Array, k: int = 8, axis: int = -1) -> ChannelCondensation:
+    """Sorted channel norms and the top-``k`` share of a weight (KITINet's "dominant channels").
+
+    A channel is one index of ``axis`` (the output channels of a Flax kernel);
+    its norm is the L2 norm of the rest. ``top_k_share`` is
+    ``sum of the k largest squared norms / total squared norm``: ``k / C`` for
+    evenly spread channels, 1 when ``k`` channels hold all the weight.
+
+    Example:
+      >>> import jax.numpy as jnp, kinetix
+      >>> c = kinetix.metrics.channel_condensation(jnp.array([[3.0, 0.0, 4.0]]), k=1)
+      >>> [float(x) for x in c.sorted_norms], round(float(c.top_k_share), 2)
+      ([4.0, 3.0, 0.0], 0.64)
+    """
+    p = collision.as_particles(jnp.asarray(w), axis).astype(jnp.float32)
+    norms = jnp.linalg.norm(p, axis=-1)
+    k = int(k)
+    if not 1 <= k <= norms.shape[0]:
+        raise ValueError(f"k must be in [1, {norms.shape[0]}] for a weight with {norms.shape[0]} channels, got {k}.")
+    sorted_norms = jnp.sort(norms)[::-1]
+    total = jnp.sum(norms**2)
+    share = jnp.where(total > 0, jnp.sum(sorted_norms[:k] ** 2) / jnp.where(total > 0, total, 1.0), 0.0)
+    return ChannelCondensation(sorted_norms=sorted_norms, top_k_share=share, k=k)

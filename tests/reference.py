@@ -83,3 +83,35 @@ def hard_released_torch_layout(W, grad, collision_rate, rand_vec, noise_scale=1.
     v_r_leaving[:, iu[1], iu[0]] = -proj
     delta_v = v_cm + v_r_leaving - grad[:, :, None]
     return grad + np.sum(delta_v * collision_mask[None], axis=1) * noise_scale
+
+
+def dsmc_released_torch_layout(x, v, coll_coef, rand_dir, dt=1.0):
+    """KITINet's released KINET_DSMC ("fyf" variant), dense (bs, chnl, n, n) tensors.
+
+    ``x, v``: (bs, chnl, n), particles are the n columns. ``rand_dir[b][(i, j)]``:
+    the unit vector r_ij (i < j) in R^chnl. Positions of colliding particles move
+    to the mean of their pair midpoints (self included), then drift.
+    """
+    x, v = np.asarray(x, np.float64), np.asarray(v, np.float64)
+    bs, chnl, n = x.shape
+    out_x, out_v = np.zeros_like(x), np.zeros_like(v)
+    for b in range(bs):
+        xb, vb = x[b], v[b]
+        x_r = np.linalg.norm(xb[:, :, None] - xb[:, None, :], axis=0)
+        v_r = np.linalg.norm(vb[:, :, None] - vb[:, None, :], axis=0)
+        v_cm = (vb[:, :, None] + vb[:, None, :]) / 2
+        x_cm = (xb[:, :, None] + xb[:, None, :]) / 2
+        mask = v_r / v_r.max() * np.exp(-x_r)
+        m = mask > (1 - coll_coef)
+        leaving = np.zeros((chnl, n, n))
+        for i in range(n):
+            for j in range(i + 1, n):
+                leaving[:, i, j] = v_r[i, j] * rand_dir[b][(i, j)]
+                leaving[:, j, i] = -leaving[:, i, j]
+        delta_v = v_cm + leaving - vb[:, :, None]
+        v_new = vb + np.sum(delta_v * m[None], axis=1)
+        deg = m.sum(0)
+        x_mix = (xb + np.sum(x_cm * m[None], axis=1)) / (1 + deg)[None]
+        out_x[b] = x_mix + v_new * dt
+        out_v[b] = v_new
+    return out_x, out_v

@@ -1,0 +1,98 @@
+"""Tests of kinetix.nn.KineticResidual (the KITINet residual)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from kinetix.nn import CollisionRate, KineticResidual
+from kinetix.nn import kinetic
+
+
+def _xv(shape, seed=0, x_scale=0.02):
+    kx, kv = jax.random.split(jax.random.key(seed))
+    return jax.random.normal(kx, shape) * x_scale, jax.random.normal(kv, shape)
+
+
+@pytest.mark.parametrize("dt", [1.0, 0.5])
+def test_eval_and_no_rngs_are_bitwise_plain_residual(dt):
+    x, v = _xv((2, 8, 8, 3))
+    res = KineticResidual(layout="spatial", n_divide=4, coll_coef=0.9, dt=dt)
+    plain = np.asarray(x + v * dt) if dt != 1.0 else np.asarray(x + v)
+    np.testing.assert_array_equal(np.asarray(res(x, v)), plain)  # no rngs
+    res.eval()
+    np.testing.assert_array_equal(np.asarray(res(x, v, rngs=nnx.Rngs(collision=0))), plain)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda a, b: res(a, b))(x, v)), plain)
+    res.train()
+    assert not np.array_equal(np.asarray(res(x, v, rngs=nnx.Rngs(collision=0))), plain)
+
+
+def test_train_mode_collides_records_rate_and_is_deterministic():
+    x, v = _xv((2, 8, 8, 3))
+    res = KineticResidual(layout="spatial", n_divide=4, coll_coef=0.9)
+    a = res(x, v, rngs=nnx.Rngs(collision=3))
+    rate = float(res.collision_rate[...])
+    assert 0.0 < rate <= 1.0
+    assert float(nnx.state(res, CollisionRate)["collision_rate"][...]) == rate
+    b = res(x, v, rngs=nnx.Rngs(collision=3))
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    c = res(x, v, rngs=nnx.Rngs(collision=4))
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    # Momentum: the sum over particles of the displacement equals the sum of v.
+    pa = kinetic.to_particles(a - x, "spatial", 4, None)
+    pv = kinetic.to_particles(v, "spatial", 4, None)
+    np.testing.assert_allclose(np.asarray(pa.sum(1)), np.asarray(pv.sum(1)), atol=1e-4)
+
+
+def test_under_nnx_jit():
+    x, v = _xv((2, 16, 4))
+    res = KineticResidual(layout="spatial", n_divide=2, coll_coef=0.9)
+
+    @nnx.jit
+    def f(res, x, v, rngs):
+        return res(x, v, rngs=rngs)
+
+    out = f(res, x, v, nnx.Rngs(collision=0))
+    assert out.shape == x.shape and float(res.collision_rate[...]) > 0
+
+
+def test_spatial_layout_groups_positions():
+    b, h, w, c, nd = 1, 4, 4, 2, 4
+    x = jnp.arange(b * h * w * c, dtype=jnp.float32).reshape(b, h, w, c)
+    p = kinetic.to_particles(x, "spatial", nd, None)
+    n = h * w // nd
+    assert p.shape == (b, n, nd * c)
+    flat = np.asarray(x).reshape(b, h * w, c)
+    for k in range(n):
+        expected = np.concatenate([flat[0, k + m * n] for m in range(nd)])
+        np.testing.assert_array_equal(np.asarray(p[0, k]), expected)
+    np.testing.assert_array_equal(np.asarray(kinetic.from_particles(p, x.shape, "spatial", nd, None)), np.asarray(x))
+
+
+def test_token_layout_splits_each_token():
+    x = jnp.arange(2 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 8)
+    p = kinetic.to_particles(x, "token", 1, 2)  # particle_dim 2 -> 4 particles per token
+    assert p.shape == (6, 4, 2)
+    # particle j of token t holds dims {c * n + j}
+    np.testing.assert_array_equal(np.asarray(p[0, 1]), np.asarray(x[0, 0, [1, 5]]))
+    np.testing.assert_array_equal(np.asarray(kinetic.from_particles(p, x.shape, "token", 1, 2)), np.asarray(x))
+    res = KineticResidual(layout="token", particle_dim=2, coll_coef=0.9)
+    xx, vv = _xv((2, 3, 8))
+    out = res(xx, vv, rngs=nnx.Rngs(0))
+    assert out.shape == xx.shape and float(res.collision_rate[...]) > 0
+
+
+def test_bad_configuration_errors():
+    with pytest.raises(ValueError, match="layout"):
+        KineticResidual(layout="image")
+    with pytest.raises(ValueError, match="coll_coef"):
+        KineticResidual(coll_coef=2.0)
+    with pytest.raises(ValueError, match="particle_dim"):
+        KineticResidual(layout="token")
+    res = KineticResidual(layout="spatial", n_divide=3)
+    x, v = _xv((1, 4, 4, 2))
+    with pytest.raises(ValueError, match="n_divide=3 must divide"):
+        res(x, v, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="same shape"):
+        res(x, v[:, :2], rngs=nnx.Rngs(0))
