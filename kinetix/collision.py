@@ -357,14 +357,11 @@ def pair_exchange(
     Returns:
       ``(delta_v, mixing)`` with ``delta_v`` of shape ``(M, D)``.
     """
-    m, d = v.shape
+    d = v.shape[1]
     dtype = v.dtype
     dir_key, chi_key = jax.random.split(key)
     if directions == "unit":
-
-        def direction(i, j):
-            return pair_directions(dir_key, i, j, d, dtype)
-
+        inv_norm = None
     elif directions == "per_component":
 
         def sum_sq(k, acc):
@@ -377,30 +374,93 @@ def pair_exchange(
         chi2 = 2.0 * jax.random.gamma(chi_key, jnp.maximum(df, 1.0) / 2.0, (d,), dtype)
         q = q + jnp.where(df > 0, chi2, 0.0)
         inv_norm = 1.0 / jnp.sqrt(jnp.where(q > 0, q, 1.0))
-
-        def direction(i, j):
-            return pair_normals(dir_key, i, j, d, dtype) * inv_norm
-
     else:
         raise ValueError(f"directions must be 'unit' or 'per_component', got {directions!r}.")
+    out = _exchange(v, x, pairs.rows, pairs.cols, pairs.num_pairs, dir_key, inv_norm,
+                    pairs.chunk, float(s_det), float(s_rand))
+    return out[0], ((out[1], out[2]) if x is not None else None)
+
+
+def _safe_norm(dv: jax.Array) -> jax.Array:
+    # The norm with a zero (not NaN) gradient at dv = 0 (padding pairs).
+    sq = jnp.sum(dv * dv, axis=-1, keepdims=True)
+    return jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+
+
+def _direction(dir_key, inv_norm, i, j, d, dtype):
+    if inv_norm is None:
+        return pair_directions(dir_key, i, j, d, dtype)
+    return pair_normals(dir_key, i, j, d, dtype) * inv_norm
+
+
+def _pair_terms(vi, vj, n, valid, s_det, s_rand):
+    dv = vj - vi
+    return jnp.where(valid[:, None], s_det * dv + s_rand * _safe_norm(dv) * n, 0.0)
+
+
+def _exchange_forward(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_det, s_rand):
+    m, d = v.shape
+    pairs = PairList(rows, cols, num_pairs, chunk)
 
     def body(k, carry):
         i, j, valid = pairs.chunk_at(k)
-        dv = v[j] - v[i]
-        speed = jnp.sqrt(jnp.sum(dv * dv, axis=-1, keepdims=True))
-        d_i = jnp.where(valid[:, None], s_det * dv + s_rand * speed * direction(i, j), 0.0)
-        delta = carry[0].at[i].add(d_i).at[j].add(-d_i)
+        t = _pair_terms(v[i], v[j], _direction(dir_key, inv_norm, i, j, d, v.dtype), valid, s_det, s_rand)
+        delta = carry[0].at[i].add(t).at[j].add(-t)
         if x is None:
             return (delta,)
         dx = jnp.where(valid[:, None], 0.5 * (x[j] - x[i]), 0.0)
-        ones = valid.astype(dtype)
+        ones = valid.astype(v.dtype)
         return (delta, carry[1].at[i].add(dx).at[j].add(-dx), carry[2].at[i].add(ones).at[j].add(ones))
 
     init = (jnp.zeros_like(v),)
     if x is not None:
-        init = init + (jnp.zeros_like(x), jnp.zeros((m,), dtype))
-    out = jax.lax.fori_loop(0, pairs.num_chunks, body, init)
-    return out[0], (None if x is None else (out[1], out[2]))
+        init = init + (jnp.zeros_like(x), jnp.zeros((m,), v.dtype))
+    return jax.lax.fori_loop(0, pairs.num_chunks, body, init)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _exchange(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_det, s_rand):
+    """The pair loop of :func:`pair_exchange`, with a pair-by-pair reverse pass.
+
+    ``jax.lax.fori_loop`` with a data-dependent trip count is a while loop, which
+    reverse-mode autodiff cannot go through. The custom VJP walks the same
+    chunks again, holding the accepted pairs and the directions fixed (as
+    autograd does in the released PyTorch code); memory stays ``O(chunk * D)``.
+    """
+    return _exchange_forward(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_det, s_rand)
+
+
+def _exchange_fwd(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_det, s_rand):
+    out = _exchange_forward(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_det, s_rand)
+    return out, (v, x, rows, cols, num_pairs, dir_key, inv_norm)
+
+
+def _exchange_bwd(chunk, s_det, s_rand, res, cot):
+    v, x, rows, cols, num_pairs, dir_key, inv_norm = res
+    d = v.shape[1]
+    pairs = PairList(rows, cols, num_pairs, chunk)
+    g_delta = cot[0]
+    g_acc = cot[1] if x is not None else None
+
+    def body(k, carry):
+        i, j, valid = pairs.chunk_at(k)
+        n = _direction(dir_key, inv_norm, i, j, d, v.dtype)
+        _, vjp = jax.vjp(lambda vi, vj: _pair_terms(vi, vj, n, valid, s_det, s_rand), v[i], v[j])
+        gvi, gvj = vjp(g_delta[i] - g_delta[j])
+        out = (carry[0].at[i].add(gvi).at[j].add(gvj),)
+        if x is not None:
+            u = jnp.where(valid[:, None], 0.5 * (g_acc[i] - g_acc[j]), 0.0)
+            out = out + (carry[1].at[j].add(u).at[i].add(-u),)
+        return out
+
+    init = (jnp.zeros_like(v),) + ((jnp.zeros_like(x),) if x is not None else ())
+    grads = jax.lax.fori_loop(0, pairs.num_chunks, body, init)
+    g_x = grads[1] if x is not None else None
+    g_inv = None if inv_norm is None else jnp.zeros_like(inv_norm)
+    return grads[0], g_x, None, None, None, None, g_inv
+
+
+_exchange.defvjp(_exchange_fwd, _exchange_bwd)
 
 
 @functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))

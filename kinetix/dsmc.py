@@ -62,8 +62,9 @@ def acceptance(
       A boolean ``(..., n, n)`` mask, true on the strict upper triangle.
     """
     batch = x.shape[:-2]
-    xf = x.reshape((-1,) + x.shape[-2:])
-    vf = v.reshape((-1,) + v.shape[-2:])
+    # Which pairs collide is a discrete choice: no gradient flows through it.
+    xf = jax.lax.stop_gradient(x).reshape((-1,) + x.shape[-2:])
+    vf = jax.lax.stop_gradient(v).reshape((-1,) + v.shape[-2:])
     ratio = jax.vmap(collision.acceptance_ratio, in_axes=(0, 0, None))(xf, vf, length_scale)
     acc = collision.upper_accept(ratio, coll_coef)
     if pairing == "matching":
