@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
+from kinetix.masks import leaf_paths
 
 Layout = Literal["spatial", "token"]
 
@@ -160,3 +161,19 @@ class KineticResidual(nnx.Module):
         )
         self.collision_rate[...] = info.rate
         return from_particles(x_new, x.shape, self.layout, self.n_divide, self.particle_dim)
+
+
+def collision_rates(model: nnx.Module) -> dict[str, float]:
+    """Every :class:`KineticResidual`'s last collision rate, keyed by path.
+
+    Reads the :class:`CollisionRate` variables
+    (``nnx.state(model, CollisionRate)``); a rate is the fraction of candidate
+    particle pairs that collided at that residual's last training call with
+    ``rngs`` (0 before any). Works for any NNX model, e.g.
+    ``{'layer2/0/kinetic/collision_rate': 0.03, ...}``; empty for plain models.
+    (:func:`kinetix.collision_rates` is the optimizer-state counterpart for KO.)
+    """
+    state = nnx.state(model, CollisionRate)
+    return {
+        path: float(v) for path, v in zip(leaf_paths(state), jax.tree.leaves(state), strict=True)
+    }

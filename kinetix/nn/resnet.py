@@ -25,8 +25,17 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
-from kinetix.masks import leaf_paths
-from kinetix.nn.kinetic import CollisionRate, KineticResidual
+from kinetix.nn.kinetic import KineticResidual, collision_rates
+
+__all__ = [
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "collision_rates",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+]
 
 Residual = Literal["plain", "kinetic"]
 BlockKind = Literal["basic", "bottleneck"]
@@ -39,8 +48,13 @@ def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
     return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
 
 
+# torchvision's ResNet conv init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
+_conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
 def _conv(cin: int, cout: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
-    # Explicit symmetric padding as PyTorch's Conv2d(padding=kernel // 2), not "SAME".
+    # Explicit symmetric padding as PyTorch's Conv2d(padding=kernel // 2), not "SAME",
+    # so stride-2 maps are aligned as in the PyTorch model.
     pad = kernel // 2
     return nnx.Conv(
         cin,
@@ -49,6 +63,7 @@ def _conv(cin: int, cout: int, kernel: int, stride: int, rngs: nnx.Rngs) -> nnx.
         strides=stride,
         padding=((pad, pad), (pad, pad)),
         use_bias=False,
+        kernel_init=_conv_init,
         rngs=rngs,
     )
 
@@ -82,15 +97,15 @@ class _Block(nnx.Module):
             # n_divide clamped to the number of positions: the whole map is one
             # particle, which has no collision partner, so this is x + v exactly.
             if rngs is not None and not self.kinetic.deterministic and self.kinetic.coll_coef > 0:
-                self.kinetic.collision_rate.value = jnp.zeros([], jnp.float32)
+                self.kinetic.collision_rate[...] = jnp.zeros([], jnp.float32)
             return self.kinetic(skip, branch, rngs=None)
         if npos % n_divide:
             spatial = "x".join(str(s) for s in skip.shape[1:-1])
             raise ValueError(
                 f"{self.name}: n_divide={n_divide} does not divide the {spatial}={npos} spatial "
                 f"positions of its feature map {skip.shape}; choose per-stage n_divide values "
-                "that divide H*W at every kinetic stage (or at least H*W, which is then clamped), "
-                "or change the input size."
+                "that divide H*W at every kinetic stage (an n_divide larger than H*W is clamped "
+                "to H*W), or change the input size."
             )
         return self.kinetic(skip, branch, rngs=rngs)
 
@@ -237,9 +252,13 @@ class ResNet(nnx.Module):
             raise ValueError(f"n_divide must be 4 positive integers (stages 1-4), got {n_divide}.")
         kinetic_stages = tuple(int(s) for s in kinetic_stages)
         if not set(kinetic_stages) <= {1, 2, 3, 4}:
-            raise ValueError(f"kinetic_stages must be stages among 1, 2, 3, 4; got {kinetic_stages}.")
+            raise ValueError(
+                f"kinetic_stages must be stages among 1, 2, 3, 4; got {kinetic_stages}."
+            )
         if width < 1 or in_channels < 1 or num_classes < 1:
-            raise ValueError(f"need width, in_channels, num_classes >= 1; got {width=}, {in_channels=}, {num_classes=}.")
+            raise ValueError(
+                f"need width, in_channels, num_classes >= 1; got {width=}, {in_channels=}, {num_classes=}."
+            )
 
         block_cls = _BLOCKS[block]
         self.in_channels = in_channels
@@ -262,7 +281,14 @@ class ResNet(nnx.Module):
                         length_scale=length_scale,
                     )
                 blocks.append(
-                    block_cls(in_planes, planes, stride, kinetic=kinetic, name=f"layer{stage}/{i}", rngs=rngs)
+                    block_cls(
+                        in_planes,
+                        planes,
+                        stride,
+                        kinetic=kinetic,
+                        name=f"layer{stage}/{i}",
+                        rngs=rngs,
+                    )
                 )
                 in_planes = planes * block_cls.expansion
             setattr(self, f"layer{stage}", nnx.List(blocks))
@@ -281,30 +307,22 @@ class ResNet(nnx.Module):
         return self.classifier(out)
 
 
-def resnet18(num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw) -> ResNet:
+def resnet18(
+    num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw
+) -> ResNet:
     """ResNet-18 (BasicBlock, 2-2-2-2); ``kw`` goes to :class:`ResNet`."""
     return ResNet("basic", (2, 2, 2, 2), num_classes, residual=residual, rngs=rngs, **kw)
 
 
-def resnet34(num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw) -> ResNet:
+def resnet34(
+    num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw
+) -> ResNet:
     """ResNet-34 (BasicBlock, 3-4-6-3); ``kw`` goes to :class:`ResNet`."""
     return ResNet("basic", (3, 4, 6, 3), num_classes, residual=residual, rngs=rngs, **kw)
 
 
-def resnet50(num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw) -> ResNet:
+def resnet50(
+    num_classes: int = 10, *, residual: Residual = "plain", rngs: nnx.Rngs, **kw
+) -> ResNet:
     """ResNet-50 (Bottleneck, 3-4-6-3); ``kw`` goes to :class:`ResNet`."""
     return ResNet("bottleneck", (3, 4, 6, 3), num_classes, residual=residual, rngs=rngs, **kw)
-
-
-def collision_rates(model: nnx.Module) -> dict[str, float]:
-    """Every :class:`~kinetix.nn.KineticResidual`'s last collision rate, keyed by path.
-
-    Reads the :class:`~kinetix.nn.CollisionRate` variables
-    (``nnx.state(model, CollisionRate)``); a rate is the fraction of candidate
-    particle pairs that collided at that residual's last training call with
-    ``rngs`` (0 before any). Works for any NNX model, e.g.
-    ``{'layer2/0/kinetic/collision_rate': 0.03, ...}``; empty for plain models.
-    (:func:`kinetix.collision_rates` is the optimizer-state counterpart for KO.)
-    """
-    state = nnx.state(model, CollisionRate)
-    return {path: float(v) for path, v in zip(leaf_paths(state), jax.tree.leaves(state), strict=True)}
