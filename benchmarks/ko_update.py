@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -170,6 +171,7 @@ def time_compiled(fn, args, repeats: int, budget_s: float, track_rss: bool = Fal
         "first_call_s": first,
         "times_s": times,
         "median_s": statistics.median(times),
+        "min_s": min(times),
         "repeats": n,
     }
     if track_rss:
@@ -290,7 +292,9 @@ def run_case(case: Case, shape, w, g, adamw_compiled, args, hard_ctx: dict) -> d
     del out
 
     # adamw again, right next to this case, so the ratio sees the same machine load.
-    _, row["adamw"] = time_compiled(adamw_compiled, (g, adamw_compiled.state0, w), args.repeats, args.budget_s)
+    _, row["adamw"] = time_compiled(
+        adamw_compiled, (g, adamw_compiled.state0, w), args.repeats, args.budget_s
+    )
 
     chain = optax.chain(case.make(args.seed), optax.adamw(ADAMW_LR))
     c_state = chain.init(w)
@@ -387,6 +391,7 @@ def run(args) -> dict:
             "jax": jax.__version__,
             "optax": optax.__version__,
             "kinetix": kinetix.__version__,
+            "git": _git_state(),
             "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind,
             "cpu_count": os.cpu_count(),
@@ -406,6 +411,26 @@ def run(args) -> dict:
         "sizes": sizes_meta,
         "results": rows,
     }
+
+
+def _git_state() -> str | None:
+    """``HEAD`` of the checkout kinetix is imported from, with ``+dirty`` if kinetix/ differs."""
+    root = Path(kinetix.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "kinetix"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def _cpu_name() -> str:
@@ -475,7 +500,9 @@ def parse_args(argv=None):
         help="kernel shapes in,out as e.g. 512x10,2048x1000 (default: 512x10,512x100,2048x1000,4096x4096)",
     )
     g.add_argument("--quick", action="store_true", help="smallest sizes only (512x10,512x100)")
-    p.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up (default 5)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed calls after the warm-up (default 5)"
+    )
     p.add_argument(
         "--coefs",
         type=lambda s: tuple(float(x) for x in s.split(",")),

@@ -32,8 +32,10 @@ from jax.typing import ArrayLike
 HardRule = Literal["paper", "released"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-# Unit directions of at most this many floats are drawn at once (16 MiB in f32).
-_DEFAULT_CHUNK_FLOATS = 1 << 22
+# Unit directions of at most this many floats are drawn at once (4 MiB in f32),
+# and at most this many pairs (each needs its own key).
+_DEFAULT_CHUNK_FLOATS = 1 << 20
+_MAX_CHUNK_PAIRS = 4096
 
 
 class CollisionInfo(NamedTuple):
@@ -94,7 +96,9 @@ def static_int(value, name: str) -> int:
 def _normalize_axis(axis: int, ndim: int) -> int:
     axis = static_int(axis, "axis")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"Particle axis {axis} is out of range for an array with {ndim} dimensions.")
+        raise ValueError(
+            f"Particle axis {axis} is out of range for an array with {ndim} dimensions."
+        )
     return axis % ndim
 
 
@@ -105,7 +109,9 @@ def _check_pair(w: jax.Array, g: jax.Array, name: str) -> None:
             "Use kinetix.collision.as_particles to reshape a kernel."
         )
     if w.shape != g.shape:
-        raise ValueError(f"{name}: weights and gradients differ in shape, {w.shape=} vs {g.shape=}.")
+        raise ValueError(
+            f"{name}: weights and gradients differ in shape, {w.shape=} vs {g.shape=}."
+        )
     for arr, what in ((w, "weights"), (g, "gradients")):
         if not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(f"{name}: {what} must be floating point, got dtype {arr.dtype}.")
@@ -283,7 +289,9 @@ class PairList(NamedTuple):
     chunk: int
 
     @classmethod
-    def from_mask(cls, accept: jax.Array, *, chunk_size: int | None = None, dim: int = 1) -> PairList:
+    def from_mask(
+        cls, accept: jax.Array, *, chunk_size: int | None = None, dim: int = 1
+    ) -> PairList:
         """Lists the true entries of a boolean ``(..., n, n)`` acceptance mask.
 
         A leading batch shape is flattened: the pair ``(b, i, j)`` becomes rows
@@ -294,7 +302,7 @@ class PairList(NamedTuple):
         batch = math.prod(accept.shape[:-2])
         max_pairs = max(batch * (n * (n - 1) // 2), 1)
         if chunk_size is None:
-            chunk_size = max(1, _DEFAULT_CHUNK_FLOATS // max(dim, 1))
+            chunk_size = max(1, min(_MAX_CHUNK_PAIRS, _DEFAULT_CHUNK_FLOATS // max(dim, 1)))
         chunk_size = static_int(chunk_size, "chunk_size")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
@@ -369,16 +377,40 @@ def pair_exchange(
             z = pair_normals(dir_key, i, j, d, dtype)
             return acc + jnp.sum(jnp.where(valid[:, None], z * z, 0.0), axis=0)
 
-        q = jax.lax.fori_loop(0, pairs.num_chunks, sum_sq, jnp.zeros((d,), dtype))
+        q = _loop_if_pairs(pairs, sum_sq, jnp.zeros((d,), dtype))
         df = (num_candidates - pairs.num_pairs).astype(dtype)
         chi2 = 2.0 * jax.random.gamma(chi_key, jnp.maximum(df, 1.0) / 2.0, (d,), dtype)
         q = q + jnp.where(df > 0, chi2, 0.0)
         inv_norm = 1.0 / jnp.sqrt(jnp.where(q > 0, q, 1.0))
     else:
         raise ValueError(f"directions must be 'unit' or 'per_component', got {directions!r}.")
-    out = _exchange(v, x, pairs.rows, pairs.cols, pairs.num_pairs, dir_key, inv_norm,
-                    pairs.chunk, float(s_det), float(s_rand))
+    out = _exchange(
+        v,
+        x,
+        pairs.rows,
+        pairs.cols,
+        pairs.num_pairs,
+        dir_key,
+        inv_norm,
+        pairs.chunk,
+        float(s_det),
+        float(s_rand),
+    )
     return out[0], ((out[1], out[2]) if x is not None else None)
+
+
+def _loop_if_pairs(pairs: PairList, body, init):
+    """``fori_loop`` over the chunks holding pairs, skipped entirely when there are none.
+
+    The ``cond`` matters: when all candidates fit in one chunk, XLA hoists the
+    (then loop-invariant) gathers and random draws out of the while loop, so
+    they would run even with zero colliding pairs.
+    """
+    return jax.lax.cond(
+        pairs.num_pairs > 0,
+        lambda: jax.lax.fori_loop(0, pairs.num_chunks, body, init),
+        lambda: init,
+    )
 
 
 def _safe_norm(dv: jax.Array) -> jax.Array:
@@ -404,18 +436,24 @@ def _exchange_forward(v, x, rows, cols, num_pairs, dir_key, inv_norm, chunk, s_d
 
     def body(k, carry):
         i, j, valid = pairs.chunk_at(k)
-        t = _pair_terms(v[i], v[j], _direction(dir_key, inv_norm, i, j, d, v.dtype), valid, s_det, s_rand)
+        t = _pair_terms(
+            v[i], v[j], _direction(dir_key, inv_norm, i, j, d, v.dtype), valid, s_det, s_rand
+        )
         delta = carry[0].at[i].add(t).at[j].add(-t)
         if x is None:
             return (delta,)
         dx = jnp.where(valid[:, None], 0.5 * (x[j] - x[i]), 0.0)
         ones = valid.astype(v.dtype)
-        return (delta, carry[1].at[i].add(dx).at[j].add(-dx), carry[2].at[i].add(ones).at[j].add(ones))
+        return (
+            delta,
+            carry[1].at[i].add(dx).at[j].add(-dx),
+            carry[2].at[i].add(ones).at[j].add(ones),
+        )
 
     init = (jnp.zeros_like(v),)
     if x is not None:
         init = init + (jnp.zeros_like(x), jnp.zeros((m,), v.dtype))
-    return jax.lax.fori_loop(0, pairs.num_chunks, body, init)
+    return _loop_if_pairs(pairs, body, init)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
@@ -454,7 +492,7 @@ def _exchange_bwd(chunk, s_det, s_rand, res, cot):
         return out
 
     init = (jnp.zeros_like(v),) + ((jnp.zeros_like(x),) if x is not None else ())
-    grads = jax.lax.fori_loop(0, pairs.num_chunks, body, init)
+    grads = _loop_if_pairs(pairs, body, init)
     g_x = grads[1] if x is not None else None
     g_inv = None if inv_norm is None else jnp.zeros_like(inv_norm)
     return grads[0], g_x, None, None, None, None, g_inv
@@ -518,7 +556,7 @@ def hard_collide(
       rule: ``"paper"`` or ``"released"``, see above.
       scale: multiplies the whole collision update (1 by default).
       chunk_size: number of pairs processed at once; default keeps
-        ``chunk_size * D <= 2**22``. Only memory and speed depend on it.
+        ``chunk_size * D <= 2**20`` and ``chunk_size <= 4096``. Only memory and speed depend on it.
 
     Returns:
       ``(g_star, info)``: the collided gradient (same shape and dtype as ``g``)
@@ -552,7 +590,13 @@ def hard_collide(
         delta, _ = pair_exchange(g32, pairs, key, s_det=0.5, s_rand=0.5)
     else:
         delta, _ = pair_exchange(
-            g32, pairs, key, s_det=-0.5, s_rand=-1.0, directions="per_component", num_candidates=num_candidates
+            g32,
+            pairs,
+            key,
+            s_det=-0.5,
+            s_rand=-1.0,
+            directions="per_component",
+            num_candidates=num_candidates,
         )
     num_pairs = pairs.num_pairs
     g_star = g32 + jnp.asarray(scale, dtype) * delta

@@ -170,7 +170,9 @@ def collide(
     """
     x, v = jnp.asarray(x), jnp.asarray(v)
     if x.shape != v.shape or x.ndim < 2:
-        raise ValueError(f"collide: x and v must have the same shape (..., n, d); got {x.shape=} {v.shape=}.")
+        raise ValueError(
+            f"collide: x and v must have the same shape (..., n, d); got {x.shape=} {v.shape=}."
+        )
     for arr, what in ((x, "x"), (v, "v")):
         if not jnp.issubdtype(arr.dtype, jnp.floating):
             raise TypeError(f"collide: {what} must be floating point, got {arr.dtype}.")
@@ -200,5 +202,7 @@ def collide(
         x_mix = xf + dx / (1.0 + degree)[:, None]
     v_new = vf + dv
     x_new = x_mix + v_new * dt
-    info = DSMCInfo(num_pairs=pairs.num_pairs, rate=pairs.num_pairs.astype(jnp.float32) / candidates)
+    info = DSMCInfo(
+        num_pairs=pairs.num_pairs, rate=pairs.num_pairs.astype(jnp.float32) / candidates
+    )
     return x_new.reshape(x.shape).astype(x.dtype), v_new.reshape(v.shape).astype(v.dtype), info

@@ -146,7 +146,9 @@ def _ko(
         new_leaves, rates, skips = [], [], jnp.zeros([], jnp.int32)
         for idx, (g, w) in enumerate(zip(u_leaves, p_leaves, strict=True)):
             if g.shape != w.shape:
-                raise ValueError(f"{name}: leaf {idx} has gradient shape {g.shape} but parameter shape {w.shape}.")
+                raise ValueError(
+                    f"{name}: leaf {idx} has gradient shape {g.shape} but parameter shape {w.shape}."
+                )
             if not _collides(g):
                 new_leaves.append(g)
                 rates.append(jnp.zeros([], jnp.float32))
@@ -242,7 +244,9 @@ def ko_soft(
 
     def collide(w, g, key):
         del key
-        return collision.soft_collide(w, g, coll_coef, threshold=threshold, include_self=include_self)
+        return collision.soft_collide(
+            w, g, coll_coef, threshold=threshold, include_self=include_self
+        )
 
     return _maybe_masked(_ko("ko_soft", collide, axis, key, noise_scale), mask)
 
@@ -310,7 +314,14 @@ def ko_hard(
 
     def collide(w, g, key):
         return collision.hard_collide(
-            w, g, key, coll_coef, length_scale=length_scale, rule=rule, scale=scale, chunk_size=chunk_size
+            w,
+            g,
+            key,
+            coll_coef,
+            length_scale=length_scale,
+            rule=rule,
+            scale=scale,
+            chunk_size=chunk_size,
         )
 
     return _maybe_masked(_ko("ko_hard", collide, axis, key, None), mask)

@@ -68,7 +68,9 @@ def path_mask(pattern: str | Callable[[str], bool]) -> Callable[[Any], Any]:
     elif callable(pattern):
         pred = pattern
     else:
-        raise TypeError(f"pattern must be a regex string or a predicate, got {type(pattern).__name__}.")
+        raise TypeError(
+            f"pattern must be a regex string or a predicate, got {type(pattern).__name__}."
+        )
 
     def mask_fn(tree):
         if jax.tree_util.treedef_is_leaf(jax.tree.structure(tree)):

@@ -76,10 +76,14 @@ def weight_correlation(params: Any, axis: int = -1) -> jax.Array:
     rhos = [
         neuron_similarity(x, axis).mean_abs_cos
         for x in jax.tree.leaves(params)
-        if jnp.ndim(x) >= 2 and jnp.shape(x)[axis] >= 2 and jnp.issubdtype(jnp.result_type(x), jnp.floating)
+        if jnp.ndim(x) >= 2
+        and jnp.shape(x)[axis] >= 2
+        and jnp.issubdtype(jnp.result_type(x), jnp.floating)
     ]
     if not rhos:
-        raise ValueError("weight_correlation found no leaf with at least 2 dimensions and 2 neurons.")
+        raise ValueError(
+            "weight_correlation found no leaf with at least 2 dimensions and 2 neurons."
+        )
     return jnp.mean(jnp.stack(rhos))
 
 
@@ -92,8 +96,8 @@ def collision_rates(opt_state: Any) -> dict[str, float]:
     Returns:
       ``{leaf path: rate}`` for the leaves with at least 2 dimensions.
     """
-    from kinetix.masks import _path_str
     from kinetix.ko import KOState
+    from kinetix.masks import _path_str
 
     found = []
 
@@ -105,7 +109,9 @@ def collision_rates(opt_state: Any) -> dict[str, float]:
 
     jax.tree.leaves(opt_state, is_leaf=visit)
     if not found:
-        raise ValueError("collision_rates: no KOState (ko_soft/ko_hard) found in this optimizer state.")
+        raise ValueError(
+            "collision_rates: no KOState (ko_soft/ko_hard) found in this optimizer state."
+        )
     out = {}
     for k, state in enumerate(found):
         prefix = f"ko{k}/" if len(found) > 1 else ""
@@ -146,8 +152,12 @@ def channel_condensation(w: jax.Array, k: int = 8, axis: int = -1) -> ChannelCon
     norms = jnp.linalg.norm(p, axis=-1)
     k = int(k)
     if not 1 <= k <= norms.shape[0]:
-        raise ValueError(f"k must be in [1, {norms.shape[0]}] for a weight with {norms.shape[0]} channels, got {k}.")
+        raise ValueError(
+            f"k must be in [1, {norms.shape[0]}] for a weight with {norms.shape[0]} channels, got {k}."
+        )
     sorted_norms = jnp.sort(norms)[::-1]
     total = jnp.sum(norms**2)
-    share = jnp.where(total > 0, jnp.sum(sorted_norms[:k] ** 2) / jnp.where(total > 0, total, 1.0), 0.0)
+    share = jnp.where(
+        total > 0, jnp.sum(sorted_norms[:k] ** 2) / jnp.where(total > 0, total, 1.0), 0.0
+    )
     return ChannelCondensation(sorted_norms=sorted_norms, top_k_share=share, k=k)

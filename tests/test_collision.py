@@ -105,7 +105,9 @@ def test_hard_chunking_does_not_change_result():
 def _released_rand_vec(key, n, chnl):
     dir_key, _ = jax.random.split(key)
     i, j = np.triu_indices(n, 1)
-    z = np.asarray(collision.pair_normals(dir_key, jnp.asarray(i), jnp.asarray(j), chnl, jnp.float32))
+    z = np.asarray(
+        collision.pair_normals(dir_key, jnp.asarray(i), jnp.asarray(j), chnl, jnp.float32)
+    )
     z = z.T.astype(np.float64)  # (chnl, num_pairs)
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
@@ -177,7 +179,10 @@ def test_degenerate_inputs_stay_finite(rule):
     cases = {
         "zero gradients": (w, np.zeros((n, d), np.float32)),
         "all-equal gradients": (w, np.ones((n, d), np.float32)),
-        "all-equal weights": (np.ones((n, d), np.float32), rng.normal(size=(n, d)).astype(np.float32)),
+        "all-equal weights": (
+            np.ones((n, d), np.float32),
+            rng.normal(size=(n, d)).astype(np.float32),
+        ),
         "zero weights": (np.zeros((n, d), np.float32), rng.normal(size=(n, d)).astype(np.float32)),
     }
     for name, (w_, g_) in cases.items():
@@ -226,14 +231,18 @@ def test_bad_inputs_raise_clear_errors():
         collision.hard_collide(w, w, jax.random.key(0), chunk_size=0)
 
 
-@pytest.mark.parametrize("shape, axis", [((3, 4), -1), ((3, 4), 0), ((2, 3, 5, 4), -1), ((2, 3, 5, 4), 2)])
+@pytest.mark.parametrize(
+    "shape, axis", [((3, 4), -1), ((3, 4), 0), ((2, 3, 5, 4), -1), ((2, 3, 5, 4), 2)]
+)
 def test_particle_layout_round_trip(shape, axis):
     x = jnp.arange(np.prod(shape), dtype=jnp.float32).reshape(shape)
     p = collision.as_particles(x, axis)
     assert p.shape == (shape[axis], x.size // shape[axis])
     # Particle k is the slice x[..., k, ...] along `axis`.
     np.testing.assert_array_equal(np.asarray(p[1]), np.take(np.asarray(x), 1, axis=axis).ravel())
-    np.testing.assert_array_equal(np.asarray(collision.from_particles(p, shape, axis)), np.asarray(x))
+    np.testing.assert_array_equal(
+        np.asarray(collision.from_particles(p, shape, axis)), np.asarray(x)
+    )
 
 
 def test_pairwise_distance_accuracy():
@@ -241,7 +250,9 @@ def test_pairwise_distance_accuracy():
     rng = np.random.default_rng(0)
     x = (100.0 + rng.normal(size=(10, 6)) * 1e-2).astype(np.float32)
     ref = np.linalg.norm(x[:, None].astype(np.float64) - x[None].astype(np.float64), axis=-1)
-    np.testing.assert_allclose(np.asarray(collision.pairwise_distance(x)), ref, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(
+        np.asarray(collision.pairwise_distance(x)), ref, rtol=2e-3, atol=2e-4
+    )
 
 
 def test_bfloat16_inputs_keep_dtype():

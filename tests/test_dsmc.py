@@ -72,11 +72,14 @@ def test_released_matches_torch_code_transcription():
     key = jax.random.key(9)
     x2, v2, info = dsmc.collide(x, v, key, coll_coef=0.5, rule="released")
     acc = np.asarray(dsmc.acceptance(x, v, 0.5))
-    rand_dir = [_directions(key, b, list(zip(*np.nonzero(np.triu(np.ones((N, N)), 1)), strict=True)))
-                for b in range(B)]
+    rand_dir = [
+        _directions(key, b, list(zip(*np.nonzero(np.triu(np.ones((N, N)), 1)), strict=True)))
+        for b in range(B)
+    ]
     rand_dir = [{(int(i), int(j)): d for (i, j), d in rd.items()} for rd in rand_dir]
     ref_x, ref_v = reference.dsmc_released_torch_layout(
-        np.swapaxes(x, 1, 2), np.swapaxes(v, 1, 2), 0.5, rand_dir)
+        np.swapaxes(x, 1, 2), np.swapaxes(v, 1, 2), 0.5, rand_dir
+    )
     assert int(info.num_pairs) == acc.sum() > 0
     np.testing.assert_allclose(np.asarray(v2), np.swapaxes(ref_v, 1, 2), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(x2), np.swapaxes(ref_x, 1, 2), rtol=1e-4, atol=1e-4)
@@ -103,7 +106,11 @@ def test_zero_coef_and_degenerate_inputs():
     x2, v2, info = dsmc.collide(x, v, jax.random.key(0), coll_coef=0.0, dt=0.5)
     assert int(info.num_pairs) == 0
     np.testing.assert_allclose(np.asarray(x2), x + 0.5 * v, rtol=1e-6)
-    for xs, vs in ((x, np.zeros_like(v)), (np.zeros_like(x), np.ones_like(v)), (x[:, :1], v[:, :1])):
+    for xs, vs in (
+        (x, np.zeros_like(v)),
+        (np.zeros_like(x), np.ones_like(v)),
+        (x[:, :1], v[:, :1]),
+    ):
         for rule in ("hard_sphere", "released"):
             out = dsmc.collide(xs, vs, jax.random.key(0), coll_coef=1.0, rule=rule)
             assert np.all(np.isfinite(np.asarray(out[0])))
@@ -125,10 +132,16 @@ def test_no_dense_pairwise_tensor_in_the_jitted_program():
     b, n, d = 2, 16, 64
     x = jnp.zeros((b, n, d))
     for rule in ("hard_sphere", "released"):
-        f = jax.jit(lambda x, v, k, rule=rule: dsmc.collide(x, v, k, coll_coef=0.5, rule=rule, chunk_size=16))
+        f = jax.jit(
+            lambda x, v, k, rule=rule: dsmc.collide(
+                x, v, k, coll_coef=0.5, rule=rule, chunk_size=16
+            )
+        )
         text = f.lower(x, x, jax.random.key(0)).as_text()
-        sizes = [int(np.prod([int(s) for s in m.split("x")[:-1]]))
-                 for m in re.findall(r"tensor<((?:\d+x)+)[a-z]", text)]
+        sizes = [
+            int(np.prod([int(s) for s in m.split("x")[:-1]]))
+            for m in re.findall(r"tensor<((?:\d+x)+)[a-z]", text)
+        ]
         # The dense implementation builds (B, d, n, n) tensors: 32768 floats here.
         assert max(sizes) <= max(b * n * d, b * n * n, 16 * d) < b * d * n * n // 4, max(sizes)
 

@@ -78,7 +78,13 @@ def test_update_matches_per_leaf_collision(update_fns, name):
     assert int(new_state.count) == 1
     assert new_state.key.dtype == state.key.dtype
     rates = kinetix.collision_rates(new_state)
-    assert set(rates) == {"classifier/bias", "classifier/kernel", "conv/bias", "conv/kernel", "scale"}
+    assert set(rates) == {
+        "classifier/bias",
+        "classifier/kernel",
+        "conv/bias",
+        "conv/kernel",
+        "scale",
+    }
     assert rates["scale"] == 0.0 and 0.0 < rates["classifier/kernel"] <= 1.0
 
 
@@ -129,9 +135,13 @@ def test_chain_with_base_optimizers_and_training_decreases_loss():
     # A small regression problem: chaining KO before adamw still trains.
     x = jax.random.normal(jax.random.key(0), (64, 6))
     y = jnp.sin(x @ jnp.arange(1.0, 7.0))[:, None]
-    params = {"hidden": {"kernel": jax.random.normal(jax.random.key(1), (6, 16)) * 0.3,
-                         "bias": jnp.zeros(16)},
-              "out": {"kernel": jax.random.normal(jax.random.key(2), (16, 1)) * 0.3}}
+    params = {
+        "hidden": {
+            "kernel": jax.random.normal(jax.random.key(1), (6, 16)) * 0.3,
+            "bias": jnp.zeros(16),
+        },
+        "out": {"kernel": jax.random.normal(jax.random.key(2), (16, 1)) * 0.3},
+    }
 
     def loss(p):
         h = jnp.tanh(x @ p["hidden"]["kernel"] + p["hidden"]["bias"])
@@ -155,8 +165,11 @@ def test_chain_with_base_optimizers_and_training_decreases_loss():
 
 def test_mask_forms():
     params, grads = _params(), _grads()
-    bool_tree = {"conv": {"kernel": False, "bias": False},
-                 "classifier": {"kernel": True, "bias": False}, "scale": False}
+    bool_tree = {
+        "conv": {"kernel": False, "bias": False},
+        "classifier": {"kernel": True, "bias": False},
+        "scale": False,
+    }
     outs = []
     for mask in (bool_tree, kinetix.path_mask("classifier/kernel"), lambda p: bool_tree):
         tx = kinetix.ko_soft(0.3, mask=mask)
@@ -202,9 +215,12 @@ def test_inject_hyperparams_schedule():
 def test_inject_hyperparams_with_callable_mask_needs_static_args():
     params = _params()
     with pytest.raises(TypeError, match="static_args"):
-        optax.inject_hyperparams(kinetix.ko_soft)(0.1, mask=kinetix.path_mask("classifier")).init(params)
+        optax.inject_hyperparams(kinetix.ko_soft)(0.1, mask=kinetix.path_mask("classifier")).init(
+            params
+        )
     tx = optax.inject_hyperparams(kinetix.ko_soft, static_args=("mask",))(
-        0.1, mask=kinetix.path_mask("classifier/kernel"))
+        0.1, mask=kinetix.path_mask("classifier/kernel")
+    )
     out, _ = jax.jit(tx.update)(_grads(), tx.init(params), params)
     np.testing.assert_array_equal(out["conv"]["kernel"], _grads()["conv"]["kernel"])
 
@@ -236,7 +252,9 @@ def test_orbax_round_trip_reproduces_next_step(tmp_path):
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     restored = ckpt.restore(tmp_path / "state", abstract)
     assert restored[0].key.dtype == state[0].key.dtype
-    np.testing.assert_array_equal(jax.random.key_data(restored[0].key), jax.random.key_data(state[0].key))
+    np.testing.assert_array_equal(
+        jax.random.key_data(restored[0].key), jax.random.key_data(state[0].key)
+    )
     a, sa = update(grads, state, params)
     b, sb = update(grads, restored, params)
     jax.tree.map(np.testing.assert_array_equal, a, b)
@@ -287,10 +305,16 @@ def test_nonfinite_gradient_is_passed_through_and_counted(update_fns, name):
 
 
 def test_integer_and_one_particle_leaves_pass_through():
-    params = {"table": jnp.arange(6, dtype=jnp.int32).reshape(2, 3),
-              "one": jnp.ones((4, 1)), "w": jnp.ones((4, 3)) * jnp.arange(3.0)}
-    grads = {"table": jnp.ones((2, 3), jnp.int32), "one": jnp.full((4, 1), 2.0),
-             "w": jnp.ones((4, 3))}
+    params = {
+        "table": jnp.arange(6, dtype=jnp.int32).reshape(2, 3),
+        "one": jnp.ones((4, 1)),
+        "w": jnp.ones((4, 3)) * jnp.arange(3.0),
+    }
+    grads = {
+        "table": jnp.ones((2, 3), jnp.int32),
+        "one": jnp.full((4, 1), 2.0),
+        "w": jnp.ones((4, 3)),
+    }
     for tx in (kinetix.ko_soft(0.5), kinetix.ko_hard(1.0)):
         out, state = tx.update(grads, tx.init(params), params)
         np.testing.assert_array_equal(out["table"], grads["table"])
@@ -319,8 +343,9 @@ def test_nnx_optimizer():
             return self.classifier(jax.nn.relu(self.body(x)))
 
     model = Net(nnx.Rngs(0))
-    tx = optax.chain(kinetix.ko_hard(0.5, key=1, mask=kinetix.path_mask("classifier/kernel")),
-                     optax.sgd(0.1))
+    tx = optax.chain(
+        kinetix.ko_hard(0.5, key=1, mask=kinetix.path_mask("classifier/kernel")), optax.sgd(0.1)
+    )
     opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
     x = jax.random.normal(jax.random.key(0), (16, 4))
     y = jax.random.randint(jax.random.key(1), (16,), 0, 3)

@@ -9,10 +9,14 @@ import kinetix
 def test_path_mask_on_dicts_and_nnx_state():
     from flax import nnx
 
-    params = {"backbone": {"kernel": jnp.ones((3, 4))},
-              "classifier": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)}}
+    params = {
+        "backbone": {"kernel": jnp.ones((3, 4))},
+        "classifier": {"kernel": jnp.ones((4, 2)), "bias": jnp.zeros(2)},
+    }
     assert kinetix.path_mask("classifier/kernel")(params) == {
-        "backbone": {"kernel": False}, "classifier": {"kernel": True, "bias": False}}
+        "backbone": {"kernel": False},
+        "classifier": {"kernel": True, "bias": False},
+    }
     assert kinetix.path_mask(lambda p: p.endswith("kernel"))(params)["backbone"]["kernel"] is True
 
     class Net(nnx.Module):
@@ -22,9 +26,14 @@ def test_path_mask_on_dicts_and_nnx_state():
 
     state = nnx.state(Net(nnx.Rngs(0)), nnx.Param)
     assert sorted(kinetix.leaf_paths(state)) == [
-        "backbone/bias", "backbone/kernel", "classifier/bias", "classifier/kernel"]
+        "backbone/bias",
+        "backbone/kernel",
+        "classifier/bias",
+        "classifier/kernel",
+    ]
     mask = kinetix.path_mask("classifier/kernel")(state)
     import jax
+
     assert sum(jax.tree.leaves(mask)) == 1
 
 

@@ -13,10 +13,15 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices 
 
 
 def _problem():
-    params = {"dense": {"kernel": jax.random.normal(jax.random.key(0), (16, 32)) * 0.02,
-                        "bias": jnp.zeros(32)}}
-    grads = {"dense": {"kernel": jax.random.normal(jax.random.key(1), (16, 32)),
-                       "bias": jnp.ones(32)}}
+    params = {
+        "dense": {
+            "kernel": jax.random.normal(jax.random.key(0), (16, 32)) * 0.02,
+            "bias": jnp.zeros(32),
+        }
+    }
+    grads = {
+        "dense": {"kernel": jax.random.normal(jax.random.key(1), (16, 32)), "bias": jnp.ones(32)}
+    }
     return params, grads
 
 
@@ -56,9 +61,15 @@ def test_sharded_jit_matches_single_device(name, axis_type):
     mesh = jax.make_mesh((8,), ("x",), **kw)
     specs = {"dense": {"kernel": P(None, "x"), "bias": P("x")}}
     with jax.set_mesh(mesh):
-        put = lambda t: jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), t, specs)  # noqa: E731
+        put = lambda t: jax.tree.map(
+            lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), t, specs
+        )  # noqa: E731
         p_sh, g_sh = put(params), put(grads)
         out, state = jax.jit(tx.update)(g_sh, tx.init(p_sh), p_sh)
     assert out["dense"]["kernel"].sharding.spec == P(None, "x")
-    np.testing.assert_allclose(np.asarray(out["dense"]["kernel"]), np.asarray(single["dense"]["kernel"]),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out["dense"]["kernel"]),
+        np.asarray(single["dense"]["kernel"]),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kinetix.nn import CollisionRate, KineticResidual
-from kinetix.nn import kinetic
+from kinetix.nn import CollisionRate, KineticResidual, kinetic
 
 
 def _xv(shape, seed=0, x_scale=0.02):
@@ -67,7 +66,9 @@ def test_spatial_layout_groups_positions():
     for k in range(n):
         expected = np.concatenate([flat[0, k + m * n] for m in range(nd)])
         np.testing.assert_array_equal(np.asarray(p[0, k]), expected)
-    np.testing.assert_array_equal(np.asarray(kinetic.from_particles(p, x.shape, "spatial", nd, None)), np.asarray(x))
+    np.testing.assert_array_equal(
+        np.asarray(kinetic.from_particles(p, x.shape, "spatial", nd, None)), np.asarray(x)
+    )
 
 
 def test_token_layout_splits_each_token():
@@ -76,7 +77,9 @@ def test_token_layout_splits_each_token():
     assert p.shape == (6, 4, 2)
     # particle j of token t holds dims {c * n + j}
     np.testing.assert_array_equal(np.asarray(p[0, 1]), np.asarray(x[0, 0, [1, 5]]))
-    np.testing.assert_array_equal(np.asarray(kinetic.from_particles(p, x.shape, "token", 1, 2)), np.asarray(x))
+    np.testing.assert_array_equal(
+        np.asarray(kinetic.from_particles(p, x.shape, "token", 1, 2)), np.asarray(x)
+    )
     res = KineticResidual(layout="token", particle_dim=2, coll_coef=0.9)
     xx, vv = _xv((2, 3, 8))
     out = res(xx, vv, rngs=nnx.Rngs(0))

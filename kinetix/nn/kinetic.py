@@ -26,7 +26,9 @@ class CollisionRate(nnx.Variable):
     """The fraction of candidate pairs that collided at the last training call."""
 
 
-def to_particles(x: jax.Array, layout: Layout, n_divide: int, particle_dim: int | None) -> jax.Array:
+def to_particles(
+    x: jax.Array, layout: Layout, n_divide: int, particle_dim: int | None
+) -> jax.Array:
     """Features -> ``(systems, n, d)`` particles ("divisional particle representation").
 
     * ``"spatial"``: ``x`` is ``(B, *spatial, C)`` (channels last). The ``N``
@@ -46,7 +48,9 @@ def to_particles(x: jax.Array, layout: Layout, n_divide: int, particle_dim: int 
         b, c = x.shape[0], x.shape[-1]
         npos = math.prod(x.shape[1:-1])
         if npos % n_divide:
-            raise ValueError(f"n_divide={n_divide} must divide the {npos} spatial positions of {x.shape}.")
+            raise ValueError(
+                f"n_divide={n_divide} must divide the {npos} spatial positions of {x.shape}."
+            )
         n = npos // n_divide
         p = x.reshape(b, n_divide, n, c).transpose(0, 2, 1, 3)
         return p.reshape(b, n, n_divide * c)
@@ -55,13 +59,17 @@ def to_particles(x: jax.Array, layout: Layout, n_divide: int, particle_dim: int 
             raise ValueError(f"token layout needs (B, T, D) features, got {x.shape}.")
         b, t, d = x.shape
         if particle_dim is None or d % particle_dim:
-            raise ValueError(f"token layout: particle_dim={particle_dim} must divide the feature size {d}.")
+            raise ValueError(
+                f"token layout: particle_dim={particle_dim} must divide the feature size {d}."
+            )
         n = d // particle_dim
         return x.reshape(b * t, particle_dim, n).transpose(0, 2, 1)
     raise ValueError(f"layout must be 'spatial' or 'token', got {layout!r}.")
 
 
-def from_particles(p: jax.Array, shape: tuple[int, ...], layout: Layout, n_divide: int, particle_dim: int | None):
+def from_particles(
+    p: jax.Array, shape: tuple[int, ...], layout: Layout, n_divide: int, particle_dim: int | None
+):
     """Inverse of :func:`to_particles`."""
     if layout == "spatial":
         b, c = shape[0], shape[-1]
@@ -146,10 +154,17 @@ class KineticResidual(nnx.Module):
         self.collision_rate = CollisionRate(jnp.zeros([], jnp.float32))
 
     def __call__(
-        self, x: jax.Array, v: jax.Array, *, rngs: nnx.Rngs | None = None, deterministic: bool | None = None
+        self,
+        x: jax.Array,
+        v: jax.Array,
+        *,
+        rngs: nnx.Rngs | None = None,
+        deterministic: bool | None = None,
     ) -> jax.Array:
         if x.shape != v.shape:
-            raise ValueError(f"KineticResidual: skip {x.shape} and branch {v.shape} must have the same shape.")
+            raise ValueError(
+                f"KineticResidual: skip {x.shape} and branch {v.shape} must have the same shape."
+            )
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic or rngs is None or self.coll_coef == 0.0:
             return x + v * self.dt if self.dt != 1.0 else x + v
@@ -157,7 +172,13 @@ class KineticResidual(nnx.Module):
         xp = to_particles(x, self.layout, self.n_divide, self.particle_dim)
         vp = to_particles(v, self.layout, self.n_divide, self.particle_dim)
         x_new, _, info = dsmc.collide(
-            xp, vp, key, coll_coef=self.coll_coef, dt=self.dt, rule=self.rule, length_scale=self.length_scale
+            xp,
+            vp,
+            key,
+            coll_coef=self.coll_coef,
+            dt=self.dt,
+            rule=self.rule,
+            length_scale=self.length_scale,
         )
         self.collision_rate[...] = info.rate
         return from_particles(x_new, x.shape, self.layout, self.n_divide, self.particle_dim)

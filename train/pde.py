@@ -1,0 +1,894 @@
+"""FNO vs. kinetic (KITINet) FNO on 1-D Burgers and 2-D heat, after the authors' FNO scripts.
+
+Single run (one or several seeds)::
+
+    python -m train.pde --equation burgers --model fno_kinetic --out results/pde/burgers_kin --quick
+    python -m train.pde --equation heat --model fno --out /tmp/heat --seeds 0 1 2 --epochs 50
+
+Results driver (plain vs. kinetic FNO, both equations, several seeds, at a
+CPU-feasible size; writes ``table.md`` and ``summary.json``)::
+
+    python -m train.pde --sweep-results results/pde
+
+Set-up (released KITINet FNO scripts, after Li et al. 2021):
+
+* **Burgers**: the operator ``u(., 0) -> u(., 1)`` of ``u_t + u u_x = 0.1 u_xx``
+  on the periodic unit interval (:func:`kinetix.data.pde.burgers`; the paper
+  reads ``burgers_data_R10.mat`` at 1024 points). FNO-1D, modes 16, width 64,
+  kinetic ``n_divide = 4``.
+* **Heat**: the operator ``u(., 0) -> u(., T)`` of the periodic 2-D heat
+  equation (:func:`kinetix.data.pde.heat2d`, ``kappa T = 0.01``, generated at
+  64x64). Trained on the 32x32 subsample, tested at 32x32 and, zero-shot, at
+  64x64. FNO-2D, modes 12, width 20, kinetic ``n_divide = "auto"`` (128
+  particles at every resolution). Simplification: the released code maps the
+  first ``T_in = 10`` time steps to the next ``T = 10`` autoregressively; here
+  it is a single-step map ``u0 -> uT`` with one input channel. The initial
+  field is :func:`kinetix.data.pde.grf2d`'s default times ``HEAT_AMPLITUDE = 4``
+  (pointwise std ~1, like the Burgers inputs, instead of ~0.24): with the
+  default amplitude the plain FNO learned more slowly in short runs (test
+  rel-L2 0.41 vs. 0.30 after 150 steps, one seed). The released heat data set
+  is not public.
+* Training: AdamW (lr 1e-3, decoupled weight decay 1e-4; the released code
+  uses PyTorch Adam's coupled L2 ``weight_decay=1e-4``), step decay halving the
+  learning rate every ``epochs / 10`` epochs (``StepLR(100, 0.5)`` for 1000
+  epochs, scaled to the epoch count), batch 20, loss = relative L2 error
+  (``LpLoss``) averaged over the batch (the released code sums it; Adam is
+  nearly scale-free). The last incomplete batch of an epoch is dropped.
+* Kinetic residual: ``coll_coef = 0.9``; rule ``--rule`` (``hard_sphere``, the
+  kinetix default, or ``released``, the authors' code). Collisions act only in
+  training; evaluation is in eval mode (exactly ``W u + K u``). Gradients go
+  through the collided velocities (accepted pairs and directions held fixed),
+  as autograd does in the released code.
+
+Randomness: one ``--seeds`` entry fixes the train/test split of the data pool,
+the initialisation (``nnx.Rngs(params=seed, collision=seed + 1)``), the
+shuffling and the collision keys (``fold_in(collision_key, step)``). For a given
+seed ``fno`` and ``fno_kinetic`` start from the same parameters on the same
+split. The data pool itself is fixed by ``--data-seed``.
+
+Outputs in ``--out``: ``summary.json`` (means over seeds plus ``per_seed``;
+``collision_rate`` is the mean over training steps of the fraction of candidate
+particle pairs that collided, per Fourier layer and overall, ``null`` for
+``fno``), ``metrics.jsonl`` (one line per seed and epoch: train loss, test
+rel-L2 (``null`` on epochs skipped by ``--eval-every``), collision rates, top-k
+share of each layer's ``W`` kernel and ``K`` weights, learning rate),
+``condensation.png`` (sorted channel norms of the pointwise ``W`` kernels at
+the end; their top-k share over epochs) and ``run.json`` (command, versions).
+``train_seconds`` is the wall time of the training loop, including JIT
+compilation and the per-epoch evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+import kinetix
+from kinetix.data import pde
+from kinetix.metrics import channel_condensation
+from kinetix.nn.fno import (
+    FNO,
+    FNO1d,
+    FNO2d,
+    layer_collision_rates,
+    pointwise_kernels,
+    spectral_weights,
+)
+
+EQUATIONS = ("burgers", "heat")
+MODELS = ("fno", "fno_kinetic")
+RULES = ("hard_sphere", "released")
+
+BURGERS_NU = 0.1
+HEAT_TRAIN_RES = 32
+HEAT_TEST_RES = 64
+HEAT_AMPLITUDE = (
+    4.0  # x the default sigma of kinetix.data.pde.grf2d: pointwise std ~1 instead of ~0.24
+)
+LR = 1e-3
+WEIGHT_DECAY = 1e-4
+BATCH_SIZE = 20
+COLL_COEF = 0.9
+TOP_K = 8
+LR_STEP_FRACTION = 0.1  # StepLR(step_size=100) over 1000 epochs
+LR_GAMMA = 0.5
+EVAL_BATCH = 50
+
+# Settings of the released scripts (the defaults without --quick).
+PAPER = {
+    "burgers": {"resolution": 1024, "ntrain": 1000, "ntest": 100, "epochs": 1000, "eval_every": 1},
+    "heat": {
+        "resolution": HEAT_TEST_RES,
+        "ntrain": 20,
+        "ntest": 20,
+        "epochs": 1000,
+        "eval_every": 1,
+    },
+}
+# --quick: about 1-2 minutes per run (one seed) on 2 CPU cores.
+QUICK = {
+    "burgers": {"resolution": 256, "ntrain": 60, "ntest": 40, "epochs": 10, "eval_every": 1},
+    "heat": {"resolution": HEAT_TEST_RES, "ntrain": 20, "ntest": 20, "epochs": 30, "eval_every": 5},
+}
+# --sweep-results: every equation x model x seed in roughly 15-20 minutes on 2 CPU cores.
+SWEEP = {
+    "burgers": {"resolution": 256, "ntrain": 100, "ntest": 50, "epochs": 15, "eval_every": 1},
+    "heat": {
+        "resolution": HEAT_TEST_RES,
+        "ntrain": 20,
+        "ntest": 20,
+        "epochs": 90,
+        "eval_every": 5,
+    },
+}
+SWEEP_SEEDS = (0, 1, 2)
+SIZE_KEYS = ("resolution", "ntrain", "ntest", "epochs", "eval_every")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def rel_l2(pred: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-sample relative L2 error ``||pred - y|| / ||y||`` over all but the first axis."""
+    axes = tuple(range(1, y.ndim))
+    return jnp.sqrt(jnp.sum((pred - y) ** 2, axis=axes)) / jnp.sqrt(jnp.sum(y**2, axis=axes))
+
+
+def load_data(cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
+    """The data pool (fixed by ``data_seed``), split into train/test by ``seed``."""
+    n = cfg["ntrain"] + cfg["ntest"]
+    if cfg["equation"] == "burgers":
+        u0, ut = pde.load_or_generate(
+            "burgers",
+            cfg["data_seed"],
+            n,
+            cache_dir=cfg["cache_dir"],
+            resolution=cfg["resolution"],
+            nu=BURGERS_NU,
+        )
+    else:
+        sigma = (
+            HEAT_AMPLITUDE * 7.0**1.5
+        )  # grf2d's default sigma is tau^(alpha - 1), tau 7, alpha 2.5
+        u0, ut = pde.load_or_generate(
+            "heat2d",
+            cfg["data_seed"],
+            n,
+            cache_dir=cfg["cache_dir"],
+            resolution=HEAT_TEST_RES,
+            sigma=sigma,
+        )
+    perm = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.key(seed), 0), n))
+    tr, te = perm[: cfg["ntrain"]], perm[cfg["ntrain"] :]
+    data = {"x_test": u0[te], "y_test": ut[te]}
+    if cfg["equation"] == "heat":
+        factor = HEAT_TEST_RES // HEAT_TRAIN_RES
+        data["x_train"] = np.asarray(pde.subsample2d(u0[tr], factor))
+        data["y_train"] = np.asarray(pde.subsample2d(ut[tr], factor))
+        data["x_test_64"], data["y_test_64"] = data["x_test"], data["y_test"]
+        data["x_test"] = np.asarray(pde.subsample2d(u0[te], factor))
+        data["y_test"] = np.asarray(pde.subsample2d(ut[te], factor))
+    else:
+        data["x_train"], data["y_train"] = u0[tr], ut[tr]
+    return data
+
+
+# -------------------------------------------------------------------------- model
+
+
+def build_model(cfg: dict[str, Any], rngs: nnx.Rngs) -> FNO:
+    kw = {"residual": "kinetic" if cfg["model"] == "fno_kinetic" else "plain", "rngs": rngs}
+    if cfg["model"] == "fno_kinetic":
+        kw.update(coll_coef=cfg["coll_coef"], rule=cfg["rule"], n_divide=cfg["n_divide"])
+    return FNO1d(**kw) if cfg["equation"] == "burgers" else FNO2d(**kw)
+
+
+def count_params(params: Any) -> int:
+    """Number of real scalars (a complex weight counts twice, as in the FNO code)."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))
+
+
+def lr_schedule(cfg: dict[str, Any], steps_per_epoch: int) -> optax.Schedule:
+    step_epochs = max(1, round(cfg["epochs"] * LR_STEP_FRACTION))
+    return optax.exponential_decay(
+        cfg["lr"], step_epochs * steps_per_epoch, LR_GAMMA, staircase=True
+    )
+
+
+def condensation(model: FNO, k: int) -> dict[str, Any]:
+    """Top-k share and sorted channel norms of each layer's W kernel and K weights."""
+    out: dict[str, Any] = {"w_top_k": [], "k_top_k": [], "w_sorted_norms": []}
+    for w in pointwise_kernels(model):
+        c = channel_condensation(w, k=min(k, w.shape[-1]), axis=-1)
+        out["w_top_k"].append(float(c.top_k_share))
+        out["w_sorted_norms"].append(np.asarray(c.sorted_norms).tolist())
+    for w in spectral_weights(model):
+        # (blocks, in, out, *modes) complex -> real/imag stacked; output channels on axis 3
+        ri = jnp.stack([jnp.real(w), jnp.imag(w)])
+        c = channel_condensation(ri, k=min(k, w.shape[2]), axis=3)
+        out["k_top_k"].append(float(c.top_k_share))
+    return out
+
+
+_EPOCH_FNS: dict[Any, Any] = {}
+_EVAL_FNS: dict[Any, Any] = {}
+
+
+def make_epoch_fn(graphdef, tx, batch_size: int, steps: int, cache_key: Any = None):
+    """One epoch as a jitted ``lax.scan`` over minibatches.
+
+    With a ``cache_key`` the same jitted function (hence the compiled program)
+    is reused by later seeds of the same configuration.
+    """
+    if cache_key is not None and cache_key in _EPOCH_FNS:
+        return _EPOCH_FNS[cache_key]
+
+    def loss_fn(params, rest, xb, yb, key):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        pred = model(xb, rngs=nnx.Rngs(collision=key))
+        rates = layer_collision_rates(model)
+        rates = jnp.stack(rates) if rates is not None else jnp.zeros((0,), jnp.float32)
+        return jnp.mean(rel_l2(pred, yb)), rates
+
+    @jax.jit
+    def epoch(params, rest, opt_state, x, y, perm, collision_key, step0):
+        def body(carry, i):
+            params, opt_state = carry
+            idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
+            key = jax.random.fold_in(collision_key, step0 + i)
+            (loss, rates), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, rest, x[idx], y[idx], key
+            )
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), (loss, rates)
+
+        (params, opt_state), (losses, rates) = jax.lax.scan(
+            body, (params, opt_state), jnp.arange(steps)
+        )
+        return params, opt_state, losses, rates
+
+    if cache_key is not None:
+        _EPOCH_FNS[cache_key] = epoch
+    return epoch
+
+
+def make_eval_fn(graphdef):
+    if graphdef not in _EVAL_FNS:
+
+        @jax.jit
+        def _errors(params, rest, x, y):
+            return rel_l2(nnx.merge(graphdef, params, rest)(x), y)
+
+        _EVAL_FNS[graphdef] = _errors
+    errors = _EVAL_FNS[graphdef]
+
+    def evaluate(params, rest, x, y) -> float:
+        errs = [
+            errors(params, rest, x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH])
+            for i in range(0, len(x), EVAL_BATCH)
+        ]
+        return float(jnp.mean(jnp.concatenate(errs)))
+
+    return evaluate
+
+
+def train_seed(
+    cfg: dict[str, Any], seed: int, progress: bool, metrics_file
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Trains one seed; appends per-epoch rows to ``metrics_file``; returns (result, rows)."""
+    data = load_data(cfg, seed)
+    rngs = nnx.Rngs(params=seed, collision=seed + 1)
+    model = build_model(cfg, rngs)
+    collision_key = rngs.collision()
+    shuffle_key = jax.random.fold_in(jax.random.key(seed), 1)
+    model.eval()
+    graphdef_eval, params, rest = nnx.split(model, nnx.Param, ...)
+    model.train()
+    graphdef_train, _, _ = nnx.split(model, nnx.Param, ...)
+
+    steps = cfg["ntrain"] // cfg["batch_size"]
+    tx = optax.adamw(lr_schedule(cfg, steps), weight_decay=cfg["weight_decay"])
+    opt_state = tx.init(params)
+    cache_key = (graphdef_train, steps) + tuple(
+        cfg[k] for k in ("batch_size", "lr", "weight_decay", "epochs")
+    )
+    epoch_fn = make_epoch_fn(graphdef_train, tx, cfg["batch_size"], steps, cache_key)
+    evaluate = make_eval_fn(graphdef_eval)
+    x_tr, y_tr = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
+
+    kinetic = cfg["model"] == "fno_kinetic"
+    rows, all_rates, epoch_secs = [], [], []
+    t_train = time.perf_counter()
+    bar = tqdm(
+        range(cfg["epochs"]),
+        desc=f"{cfg['equation']}/{cfg['model']} seed {seed}",
+        unit="epoch",
+        disable=not progress,
+    )
+    for ep in bar:
+        t0 = time.perf_counter()
+        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, ep), cfg["ntrain"])
+        params, opt_state, losses, rates = epoch_fn(
+            params, rest, opt_state, x_tr, y_tr, perm, collision_key, ep * steps
+        )
+        losses, rates = np.asarray(losses), np.asarray(rates)
+        epoch_secs.append(time.perf_counter() - t0)
+        if not np.all(np.isfinite(losses)):
+            raise FloatingPointError(
+                f"{cfg['equation']}/{cfg['model']} seed {seed}: non-finite training loss at epoch {ep}."
+            )
+        all_rates.append(rates)
+        row: dict[str, Any] = {"seed": seed, "epoch": ep + 1, "train_loss": float(losses.mean())}
+        do_eval = (ep + 1) % cfg["eval_every"] == 0 or ep + 1 == cfg["epochs"]
+        row["test_rel_l2"] = (
+            evaluate(params, rest, data["x_test"], data["y_test"]) if do_eval else None
+        )
+        if cfg["equation"] == "heat":
+            row["test_rel_l2_64"] = (
+                evaluate(params, rest, data["x_test_64"], data["y_test_64"]) if do_eval else None
+            )
+        if kinetic:
+            row["collision_rate"] = rates.mean(axis=0).tolist()
+        cond = condensation(nnx.merge(graphdef_eval, params, rest), cfg["top_k"])
+        row["condensation_w_top_k"] = cond["w_top_k"]
+        row["condensation_k_top_k"] = cond["k_top_k"]
+        row["lr"] = float(lr_schedule(cfg, steps)((ep + 1) * steps - 1))
+        row["epoch_seconds"] = epoch_secs[-1]
+        rows.append(row)
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+        postfix = {"loss": f"{row['train_loss']:.4f}"}
+        if do_eval:
+            postfix["test"] = f"{row['test_rel_l2']:.4f}"
+        if kinetic:
+            postfix["coll"] = f"{float(np.mean(rates)):.4f}"
+        bar.set_postfix(postfix)
+    train_seconds = time.perf_counter() - t_train
+
+    final = nnx.merge(graphdef_eval, params, rest)
+    cond = condensation(final, cfg["top_k"])
+    result: dict[str, Any] = {
+        "seed": seed,
+        "test_rel_l2": rows[-1]["test_rel_l2"],
+        "final_train_loss": rows[-1]["train_loss"],
+        "train_seconds": train_seconds,
+        "first_epoch_seconds": epoch_secs[0],
+        "median_epoch_seconds": float(
+            np.median(epoch_secs[1:] if len(epoch_secs) > 1 else epoch_secs)
+        ),
+        "params": count_params(params),
+        "condensation_w_top_k": cond["w_top_k"],
+        "condensation_k_top_k": cond["k_top_k"],
+        "w_sorted_norms": cond["w_sorted_norms"],
+    }
+    if cfg["equation"] == "heat":
+        result["test_rel_l2_64"] = rows[-1]["test_rel_l2_64"]
+    if kinetic:
+        r = np.concatenate(all_rates, axis=0)  # (total steps, layers)
+        result["collision_rate"] = {
+            "per_block": r.mean(axis=0).tolist(),
+            "overall": float(r.mean()),
+            "first_epoch_per_block": all_rates[0].mean(axis=0).tolist(),
+            "last_epoch_per_block": all_rates[-1].mean(axis=0).tolist(),
+        }
+    else:
+        result["collision_rate"] = None
+    return result, rows
+
+
+# ------------------------------------------------------------------------ outputs
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def plot_condensation(results: list[dict[str, Any]], rows: list[dict[str, Any]], cfg, path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    first = results[0]
+    for layer, norms in enumerate(first["w_sorted_norms"]):
+        axes[0].plot(np.arange(1, len(norms) + 1), norms, marker=".", label=f"layer {layer}")
+    axes[0].set_xlabel("channel rank")
+    axes[0].set_ylabel("L2 norm of output channel")
+    axes[0].set_title(f"W kernels at the end (seed {first['seed']})")
+    axes[0].legend(fontsize=8)
+    seeds = [r["seed"] for r in results]
+    nlayers = len(first["w_sorted_norms"])
+    for layer in range(nlayers):
+        per_seed = [
+            [row["condensation_w_top_k"][layer] for row in rows if row["seed"] == s] for s in seeds
+        ]
+        arr = np.asarray(per_seed)
+        epochs = np.arange(1, arr.shape[1] + 1)
+        axes[1].plot(epochs, arr.mean(axis=0), label=f"layer {layer}")
+        if len(seeds) > 1:
+            axes[1].fill_between(epochs, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
+    width = len(first["w_sorted_norms"][0])
+    k = min(cfg["top_k"], width)
+    axes[1].axhline(k / width, color="gray", ls="--", lw=0.8, label=f"uniform ({k}/{width})")
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel(f"top-{k} share of squared norm")
+    axes[1].set_title(f"W condensation ({len(seeds)} seed(s): mean, min-max)")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"{cfg['equation']} / {cfg['model']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "") -> dict[str, Any]:
+    """Trains ``cfg['seeds']``; writes summary.json, metrics.jsonl, condensation.png, run.json."""
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    results, rows = [], []
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        for seed in cfg["seeds"]:
+            res, seed_rows = train_seed(cfg, seed, progress, f)
+            results.append(res)
+            rows.extend(seed_rows)
+    summary: dict[str, Any] = {"equation": cfg["equation"], "model": cfg["model"]}
+    m, s = mean_std([r["test_rel_l2"] for r in results])
+    summary.update(test_rel_l2=m, test_rel_l2_std=s)
+    if cfg["equation"] == "heat":
+        m, s = mean_std([r["test_rel_l2_64"] for r in results])
+        summary.update(test_rel_l2_64=m, test_rel_l2_64_std=s)
+    if cfg["model"] == "fno_kinetic":
+        per_block = np.mean([r["collision_rate"]["per_block"] for r in results], axis=0)
+        summary["collision_rate"] = {
+            "per_block": per_block.tolist(),
+            "overall": float(per_block.mean()),
+            "note": "mean over training steps (and seeds) of the fraction of candidate pairs that collided",
+        }
+    else:
+        summary["collision_rate"] = None
+    m, s = mean_std([r["train_seconds"] for r in results])
+    summary.update(
+        params=results[0]["params"],
+        train_seconds=m,
+        train_seconds_std=s,
+        median_epoch_seconds=float(np.mean([r["median_epoch_seconds"] for r in results])),
+        condensation_w_top_k=np.mean([r["condensation_w_top_k"] for r in results], axis=0).tolist(),
+        seeds=list(cfg["seeds"]),
+        settings={k: v for k, v in cfg.items() if k not in ("seeds", "cache_dir")},
+        per_seed=[{k: v for k, v in r.items() if k != "w_sorted_norms"} for r in results],
+    )
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    plot_condensation(results, rows, cfg, os.path.join(out, "condensation.png"))
+    with open(os.path.join(out, "run.json"), "w") as f:
+        json.dump(
+            {
+                "command": command,
+                "runtime_s": time.perf_counter() - t0,
+                "jax": jax.__version__,
+                "optax": optax.__version__,
+                "kinetix": kinetix.__version__,
+                "backend": jax.default_backend(),
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+            },
+            f,
+            indent=2,
+        )
+    return summary
+
+
+def _fmt(m: float, s: float, digits: int = 4) -> str:
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, runtime, path: str):
+    lines = [
+        "# Plain vs. kinetic (KITINet) FNO",
+        "",
+        f"Seeds {list(seeds)} (mean ± sample std over seeds; a seed fixes split, init and "
+        "collision keys, so `fno` and `fno_kinetic` of one seed start from the same parameters). "
+        "Test error = relative L2, eval mode (no collisions). Heat: trained at 32², tested at 32² "
+        "and zero-shot at 64². Collision rate = fraction of candidate particle pairs that collided, "
+        "mean over all training steps and seeds, per Fourier layer.",
+        "",
+        "| equation | model | rule | test rel-L2 | test rel-L2 @64² | collision rate per block | overall | train s | s/epoch | params |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries.values():
+        eq, model = s["equation"], s["model"]
+        rate = s["collision_rate"]
+        per_block = ", ".join(f"{r:.4f}" for r in rate["per_block"]) if rate else "–"
+        overall = f"{rate['overall']:.4f}" if rate else "–"
+        t64 = _fmt(s["test_rel_l2_64"], s["test_rel_l2_64_std"]) if eq == "heat" else "–"
+        rule = s["settings"]["rule"] if model == "fno_kinetic" else "–"
+        lines.append(
+            f"| {eq} | {model} | {rule} | {_fmt(s['test_rel_l2'], s['test_rel_l2_std'])} | {t64} | "
+            f"{per_block} | {overall} | {s['train_seconds']:.1f} ± {s['train_seconds_std']:.1f} | "
+            f"{s['median_epoch_seconds']:.2f} | {s['params']} |"
+        )
+    lines += ["", "Paired difference kinetic − plain (same seed), test rel-L2:", ""]
+    for eq in EQUATIONS:
+        plain, kin = summaries.get(f"{eq}_fno"), summaries.get(f"{eq}_fno_kinetic")
+        if not (plain and kin):
+            continue
+        keys = ["test_rel_l2"] + (["test_rel_l2_64"] if eq == "heat" else [])
+        for key in keys:
+            p = {r["seed"]: r[key] for r in plain["per_seed"]}
+            d = [r[key] - p[r["seed"]] for r in kin["per_seed"] if r["seed"] in p]
+            m, sd = mean_std(d)
+            lines.append(
+                f"- {eq} `{key}`: {_fmt(m, sd)} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
+            )
+    lines += [
+        "",
+        "Sizes used here vs. the released scripts:",
+        "",
+        "| equation | resolution | ntrain | ntest | epochs | batch | paper (resolution, ntrain, ntest, epochs, batch) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for eq in EQUATIONS:
+        z, p = sizes[eq], PAPER[eq]
+        res = f"{z['resolution']}" if eq == "burgers" else "train 32², test 32² + 64²"
+        pres = f"{p['resolution']}" if eq == "burgers" else "train 32², test 64²"
+        lines.append(
+            f"| {eq} | {res} | {z['ntrain']} | {z['ntest']} | {z['epochs']} | {z['batch_size']} | "
+            f"{pres}, {p['ntrain']}, {p['ntest']}, {p['epochs']}, {BATCH_SIZE} |"
+        )
+    lines += ["", f"Total wall time of the sweep: {runtime:.0f} s."]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def sweep(base: dict[str, Any], out: str, progress: bool, command: str) -> dict[str, Any]:
+    """Runs plain and kinetic FNO on both equations; writes table.md and summary.json."""
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    summaries, sizes = {}, {}
+    for eq in EQUATIONS:
+        for model in MODELS:
+            cfg = resolve_config(base, eq, model)
+            sizes[eq] = cfg
+            name = f"{eq}_{model}"
+            summaries[name] = run(cfg, os.path.join(out, name), progress, command)
+    runtime = time.perf_counter() - t0
+    write_sweep_table(summaries, sizes, base["seeds"], runtime, os.path.join(out, "table.md"))
+    combined = {
+        "runs": {
+            k: {kk: vv for kk, vv in s.items() if kk != "per_seed"} | {"per_seed": s["per_seed"]}
+            for k, s in summaries.items()
+        },
+        "seeds": list(base["seeds"]),
+        "runtime_s": runtime,
+        "command": command,
+    }
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(combined, f, indent=2)
+    return combined
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _n_divide(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 1 or 'auto', got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m train.pde",
+        description=(
+            "Train an FNO (plain residual W u + K u) or a kinetic FNO (KITINet collision step "
+            "between the W and K branches) on 1-D Burgers (u(.,0) -> u(.,1), nu = 0.1) or the "
+            "2-D heat equation (u0 -> uT; train at 32x32, test at 32x32 and zero-shot 64x64). "
+            "Writes summary.json, metrics.jsonl, condensation.png and run.json to --out. "
+            "With --sweep-results DIR instead: runs both models on both equations for several "
+            "seeds and writes DIR/table.md and DIR/summary.json."
+        ),
+    )
+    p.add_argument(
+        "--equation", choices=EQUATIONS, help="PDE data set (required unless --sweep-results)"
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        help="fno: plain residual; fno_kinetic: KITINet residual (required unless --sweep-results)",
+    )
+    p.add_argument(
+        "--out", help="output directory, created if missing (required unless --sweep-results)"
+    )
+    p.add_argument(
+        "--sweep-results",
+        metavar="DIR",
+        help="results driver: run fno and fno_kinetic on burgers and heat for --seeds "
+        f"(default {list(SWEEP_SEEDS)}) at CPU-feasible sizes ({SWEEP}); size flags override them",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"small sizes for a run of about 1-2 minutes on 2 CPU cores ({QUICK}); "
+        "explicit size flags override them",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds (each fixes split, init, shuffling and collision keys); default: 0, "
+        f"or {list(SWEEP_SEEDS)} with --sweep-results",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: paper, 1000; see --quick)",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="evaluate on the test set(s) every N epochs and at the last one; other epochs log "
+        "null test errors (default 1; heat 5 with --quick / --sweep-results)",
+    )
+    p.add_argument(
+        "--ntrain",
+        type=int,
+        default=None,
+        help="training samples (default: paper, burgers 1000, heat 20)",
+    )
+    p.add_argument(
+        "--ntest",
+        type=int,
+        default=None,
+        help="test samples (default: paper, burgers 100, heat 20)",
+    )
+    p.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="burgers only: grid points (even, >= 30 for 16 modes; default 1024, 256 with --quick)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help="minibatch size, <= --ntrain (default %(default)s)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=LR, help="initial AdamW learning rate (default %(default)s)"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=WEIGHT_DECAY,
+        help="AdamW weight decay (default %(default)s)",
+    )
+    p.add_argument(
+        "--coll-coef",
+        type=float,
+        default=COLL_COEF,
+        help="collision coefficient of the kinetic residual, in [0, 1] (fno_kinetic only; default %(default)s)",
+    )
+    p.add_argument(
+        "--rule",
+        choices=RULES,
+        default="hard_sphere",
+        help="collision rule: textbook hard sphere (each particle collides at most once per step) "
+        "or the authors' released code (all accepted pairs; several times slower here) (fno_kinetic only; default %(default)s)",
+    )
+    p.add_argument(
+        "--n-divide",
+        type=_n_divide,
+        default=None,
+        help="grid points per particle, integer or 'auto' (128 particles); default: burgers 4, heat auto",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=TOP_K,
+        help="k of the channel-condensation top-k share (default %(default)s)",
+    )
+    p.add_argument(
+        "--data-seed",
+        type=int,
+        default=0,
+        help="seed of the generated data pool (default %(default)s)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="PDE data cache directory (default: $KINETIX_CACHE or ~/.cache/kinetix/pde)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def resolve_config(base: dict[str, Any], equation: str, model: str) -> dict[str, Any]:
+    """Fills the sizes of one (equation, model) run: explicit flag > preset > paper."""
+    preset = base["preset"][equation]
+    cfg = dict(base, equation=equation, model=model)
+    del cfg["preset"], cfg["explicit"]
+    for key in SIZE_KEYS:
+        value = base["explicit"].get(key)
+        cfg[key] = preset[key] if value is None else value
+    if equation == "heat":
+        cfg["resolution"] = HEAT_TEST_RES
+    if cfg["n_divide"] is None:
+        cfg["n_divide"] = 4 if equation == "burgers" else "auto"
+    if model == "fno":
+        cfg["coll_coef"], cfg["rule"], cfg["n_divide"] = None, None, None
+    return cfg
+
+
+def _check_sizes(p: argparse.ArgumentParser, cfg: dict[str, Any]) -> None:
+    eq = cfg["equation"]
+    if cfg["batch_size"] > cfg["ntrain"]:
+        p.error(
+            f"--batch-size ({cfg['batch_size']}) must be <= --ntrain ({cfg['ntrain']}) for {eq}"
+        )
+    if eq == "burgers":
+        r = cfg["resolution"]
+        if r < 30 or r % 2:
+            p.error(f"--resolution must be even and >= 30 (16 Fourier modes), got {r}")
+        nd = cfg["n_divide"]
+        if cfg["model"] == "fno_kinetic":
+            if nd == "auto" and r % 128:
+                p.error(f"--n-divide auto needs --resolution divisible by 128 particles, got {r}")
+            if nd != "auto" and (r % nd or r // nd < 2):
+                p.error(f"--n-divide ({nd}) must divide --resolution ({r}) into >= 2 particles")
+    elif cfg["model"] == "fno_kinetic" and cfg["n_divide"] != "auto":
+        nd = cfg["n_divide"]
+        if HEAT_TRAIN_RES**2 % nd or HEAT_TEST_RES**2 % nd or HEAT_TRAIN_RES**2 // nd < 2:
+            p.error(f"--n-divide ({nd}) must divide 32*32 and 64*64 into >= 2 particles")
+
+
+def parse(
+    argv: Sequence[str],
+) -> tuple[argparse.ArgumentParser, argparse.Namespace, dict[str, Any]]:
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.sweep_results is not None:
+        for flag, value in (
+            ("--equation", args.equation),
+            ("--model", args.model),
+            ("--out", args.out),
+        ):
+            if value is not None:
+                p.error(
+                    f"{flag} cannot be combined with --sweep-results (it runs every equation and model)"
+                )
+        out = args.sweep_results
+    else:
+        for flag, value in (
+            ("--equation", args.equation),
+            ("--model", args.model),
+            ("--out", args.out),
+        ):
+            if value is None:
+                p.error(f"{flag} is required (unless --sweep-results is given)")
+        out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        p.error(f"output {out!r} exists and is not a directory")
+    seeds = args.seeds
+    if seeds is None:
+        seeds = list(SWEEP_SEEDS) if args.sweep_results is not None else [0]
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        p.error(f"--seeds must be distinct integers >= 0, got {seeds}")
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--ntrain", args.ntrain),
+        ("--ntest", args.ntest),
+        ("--eval-every", args.eval_every),
+    ):
+        if value is not None and value < 1:
+            p.error(f"{flag} must be >= 1, got {value}")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
+        p.error(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
+    if not (math.isfinite(args.coll_coef) and 0 <= args.coll_coef <= 1):
+        p.error(f"--coll-coef must be in [0, 1], got {args.coll_coef}")
+    if args.top_k < 1:
+        p.error(f"--top-k must be >= 1, got {args.top_k}")
+    if args.data_seed < 0:
+        p.error(f"--data-seed must be >= 0, got {args.data_seed}")
+    if args.resolution is not None and args.equation == "heat":
+        p.error(
+            "--resolution applies to burgers only (heat is trained at 32x32 and tested at 32x32 and 64x64)"
+        )
+    if args.sweep_results is None and args.model == "fno":
+        for flag, given in (
+            ("--coll-coef", args.coll_coef != COLL_COEF),
+            ("--rule", args.rule != "hard_sphere"),
+            ("--n-divide", args.n_divide is not None),
+        ):
+            if given:
+                p.error(f"{flag} only applies to --model fno_kinetic")
+    if args.quick:
+        preset = QUICK
+    else:
+        preset = SWEEP if args.sweep_results is not None else PAPER
+    base = {
+        "preset": preset,
+        "explicit": {
+            "resolution": args.resolution,
+            "ntrain": args.ntrain,
+            "ntest": args.ntest,
+            "epochs": args.epochs,
+            "eval_every": args.eval_every,
+        },
+        "seeds": seeds,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "coll_coef": args.coll_coef,
+        "rule": args.rule,
+        "n_divide": args.n_divide,
+        "top_k": args.top_k,
+        "data_seed": args.data_seed,
+        "cache_dir": args.cache_dir,
+        "quick": args.quick,
+    }
+    pairs = (
+        [(e, m) for e in EQUATIONS for m in MODELS]
+        if args.sweep_results is not None
+        else [(args.equation, args.model)]
+    )
+    for e, m in pairs:
+        _check_sizes(p, resolve_config(base, e, m))
+    return p, args, base
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Runs the command line; returns the summary dict (also written to disk)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _, args, base = parse(argv)
+    command = "python -m train.pde " + shlex.join(argv)
+    progress = not args.no_progress
+    if args.sweep_results is not None:
+        summary = sweep(base, args.sweep_results, progress, command)
+        print(
+            f"wrote {args.sweep_results}/table.md and summary.json in {summary['runtime_s']:.0f} s"
+        )
+        return summary
+    cfg = resolve_config(base, args.equation, args.model)
+    summary = run(cfg, args.out, progress, command)
+    msg = f"test rel-L2 {summary['test_rel_l2']:.4f}"
+    if args.equation == "heat":
+        msg += f", at 64x64 {summary['test_rel_l2_64']:.4f}"
+    if summary["collision_rate"] is not None:
+        msg += f", collision rate {summary['collision_rate']['overall']:.4f}"
+    print(f"{msg}; wrote {args.out} ({summary['train_seconds']:.1f} s training)")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
