@@ -61,9 +61,10 @@ def test_sharded_jit_matches_single_device(name, axis_type):
     mesh = jax.make_mesh((8,), ("x",), **kw)
     specs = {"dense": {"kernel": P(None, "x"), "bias": P("x")}}
     with jax.set_mesh(mesh):
-        put = lambda t: jax.tree.map(
-            lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), t, specs
-        )  # noqa: E731
+
+        def put(t):
+            return jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), t, specs)
+
         p_sh, g_sh = put(params), put(grads)
         out, state = jax.jit(tx.update)(g_sh, tx.init(p_sh), p_sh)
     assert out["dense"]["kernel"].sharding.spec == P(None, "x")
