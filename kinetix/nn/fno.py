@@ -36,7 +36,7 @@ from flax import nnx
 
 from kinetix import dsmc
 from kinetix.nn import kinetic
-from kinetix.nn.kinetic import KineticResidual
+from kinetix.nn.kinetic import KineticResidual, check_options
 
 __all__ = [
     "FNO",
@@ -262,8 +262,7 @@ class FourierLayer(nnx.Module):
         rule: dsmc.DSMCRule = "hard_sphere",
         rngs: nnx.Rngs,
     ):
-        if residual not in ("plain", "kinetic"):
-            raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
+        check_options(residual=residual)
         self.spectral = SpectralConv(width, width, modes, rngs=rngs)
         self.pointwise = _Linear(width, width, rngs=rngs)
         self.residual = residual
@@ -361,18 +360,14 @@ class FNO(nnx.Module):
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}."
             )
-        if residual not in ("plain", "kinetic"):
-            raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
+        check_options(residual=residual)
         if n_divide != "auto" and (
             isinstance(n_divide, bool) or not isinstance(n_divide, int) or n_divide < 1
         ):
             raise ValueError(f"n_divide must be an integer >= 1 or 'auto', got {n_divide!r}.")
         if num_particles < 2:
             raise ValueError(f"num_particles must be >= 2, got {num_particles}.")
-        if not 0.0 <= coll_coef <= 1.0:
-            raise ValueError(f"coll_coef must be in [0, 1], got {coll_coef}.")
-        if rule not in ("hard_sphere", "released"):
-            raise ValueError(f"rule must be 'hard_sphere' or 'released', got {rule!r}.")
+        check_options(coll_coef=coll_coef, rule=rule)
         self.ndim = ndim
         self.modes = modes
         self.width = width

@@ -22,6 +22,18 @@ from kinetix.masks import leaf_paths
 Layout = Literal["spatial", "token"]
 
 
+def check_options(
+    *, residual: str | None = None, coll_coef: float | None = None, rule: str | None = None
+):
+    """Validates the options shared by every model with kinetic residuals (clear ``ValueError``)."""
+    if residual is not None and residual not in ("plain", "kinetic"):
+        raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
+    if rule is not None and rule not in ("hard_sphere", "released"):
+        raise ValueError(f"rule must be 'hard_sphere' or 'released', got {rule!r}.")
+    if coll_coef is not None and not 0.0 <= coll_coef <= 1.0:
+        raise ValueError(f"coll_coef must be in [0, 1], got {coll_coef}.")
+
+
 class CollisionRate(nnx.Variable):
     """The fraction of candidate pairs that collided at the last training call."""
 
@@ -134,10 +146,7 @@ class KineticResidual(nnx.Module):
     ):
         if layout not in ("spatial", "token"):
             raise ValueError(f"layout must be 'spatial' or 'token', got {layout!r}.")
-        if rule not in ("hard_sphere", "released"):
-            raise ValueError(f"rule must be 'hard_sphere' or 'released', got {rule!r}.")
-        if not 0.0 <= coll_coef <= 1.0:
-            raise ValueError(f"coll_coef must be in [0, 1], got {coll_coef}.")
+        check_options(coll_coef=coll_coef, rule=rule)
         if n_divide < 1:
             raise ValueError(f"n_divide must be >= 1, got {n_divide}.")
         if layout == "token" and (particle_dim is None or particle_dim < 1):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
-from kinetix.nn.kinetic import KineticResidual, collision_rates
+from kinetix.nn.kinetic import KineticResidual, check_options, collision_rates
 
 __all__ = [
     "BasicBlock",
@@ -40,7 +40,6 @@ __all__ = [
 Residual = Literal["plain", "kinetic"]
 BlockKind = Literal["basic", "bottleneck"]
 
-_RESIDUALS = ("plain", "kinetic")
 
 
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
@@ -242,8 +241,7 @@ class ResNet(nnx.Module):
     ):
         if block not in _BLOCKS:
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}.")
-        if residual not in _RESIDUALS:
-            raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
+        check_options(residual=residual)
         num_blocks = tuple(int(n) for n in num_blocks)
         if len(num_blocks) != 4 or min(num_blocks) < 1:
             raise ValueError(f"num_blocks must be 4 positive integers, got {num_blocks}.")

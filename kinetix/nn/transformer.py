@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
-from kinetix.nn.kinetic import KineticResidual
+from kinetix.nn.kinetic import KineticResidual, check_options
 
 __all__ = ["EncoderLayer", "TextEncoder"]
 
@@ -163,8 +163,7 @@ class TextEncoder(nnx.Module):
         length_scale: float = 1.0,
         rngs: nnx.Rngs,
     ):
-        if residual not in ("plain", "kinetic"):
-            raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
+        check_options(residual=residual)
         sizes = dict(vocab_size=vocab_size, num_classes=num_classes, dim=dim, depth=depth)
         sizes.update(heads=heads, mlp_dim=mlp_dim, max_len=max_len, particle_dim=particle_dim)
         for name, val in sizes.items():
