@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ko_update
+	$(BIN)/python -m benchmarks.kinetic_block
 
 clean:
 	rm -rf $(VENV)
