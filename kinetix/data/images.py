@@ -1,0 +1,404 @@
+"""Image classification data: scikit-learn digits (offline default), CIFAR-10/100 (TFDS).
+
+Every loader returns the whole data set in memory as NumPy (:class:`ImageData`);
+batching, shuffling (:func:`epoch_permutation`), augmentation (:func:`augment`)
+and normalisation (:func:`normalize`) happen in the training loop.
+
+Choices:
+
+* ``"digits"``: scikit-learn's ``load_digits`` (1,797 real 8x8 grey handwritten
+  digits, 10 classes) ships inside the scikit-learn wheel, so it works on a
+  machine with no network. Pixel values ``0..16`` are scaled to ``uint8``
+  ``round(v * 255 / 16)`` (``0..255``) and reshaped to ``(N, 8, 8, 1)``. The data
+  set has no official test split: a stratified split (``test_fraction=0.2``,
+  i.e. 1,437 train / 360 test) is drawn by
+  ``sklearn.model_selection.train_test_split(..., stratify=labels,
+  random_state=split_seed)``; ``split_seed`` is independent of the training seed.
+* ``"cifar10"`` / ``"cifar100"``: the official TFDS ``train``/``test`` splits,
+  read without TensorFlow via ``tfds.data_source(name, split=..., data_dir=...,
+  download=False)`` and ``grain.MapDataset.source`` (the data must have been
+  prepared in the ``array_record`` format; see :class:`DatasetNotPreparedError`).
+  CIFAR-100 uses the 100 fine labels (feature ``"label"``, not ``"coarse_label"``).
+  ``test_fraction`` and ``split_seed`` are unused for them.
+* ``mean``/``std`` are per-channel statistics of the *train* images in ``[0, 1]``
+  units (float64 accumulation, stored as float32); :func:`normalize` maps
+  ``uint8`` pixels to ``(x / 255 - mean) / std``.
+* :func:`augment` is the standard CIFAR recipe of the ResNet paper (He et al.
+  2016, Sec. 4.2): zero-pad ``pad=4`` pixels on each side, take a random crop of
+  the original size, then flip horizontally with probability 1/2, per image.
+
+``tensorflow_datasets``, ``grain`` and ``scikit-learn`` are imported only when
+a data set that needs them is loaded (they are in the ``kinetix[train]`` extra).
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "IMAGE_DATASETS",
+    "DatasetNotPreparedError",
+    "ImageData",
+    "augment",
+    "augment_params",
+    "epoch_permutation",
+    "load_images",
+    "normalize",
+]
+
+IMAGE_DATASETS = ("digits", "cifar10", "cifar100")
+"""Names accepted by :func:`load_images`; ``"digits"`` needs no download."""
+
+_TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+_READ_BATCH = 1024
+"""Records per grain batch when reading a TFDS split into memory."""
+
+_READ_THREADS = 8
+"""grain reader threads (PNG decoding of CIFAR records happens in them)."""
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """A TFDS data set is not prepared (in ``array_record`` format) under the data dir.
+
+    Raised instead of TFDS's own errors, with a message saying what is missing,
+    where it was looked for and how to prepare it. TFDS 4.9.10 raises
+    ``KeyError: ... splits is empty`` (nothing under the default data dir),
+    ``NotImplementedError: Random access data source for file format
+    FileFormat.TFRECORD is not supported`` (nothing under an explicit data dir,
+    or data prepared in the TFRECORD format), and, when the metadata is there
+    but a record file is missing, ``RuntimeError: open() failed: No such file
+    or directory`` on the first read.
+    """
+
+
+class ImageData(NamedTuple):
+    """An image classification data set, in memory."""
+
+    train_images: np.ndarray  # uint8 (N, H, W, C)
+    train_labels: np.ndarray  # int32 (N,)
+    test_images: np.ndarray  # uint8 (M, H, W, C)
+    test_labels: np.ndarray  # int32 (M,)
+    num_classes: int
+    name: str
+    mean: np.ndarray  # float32 (C,), per-channel mean of train images in [0, 1] units
+    std: np.ndarray  # float32 (C,), per-channel std of train images in [0, 1] units
+
+
+# --------------------------------------------------------------------------- #
+# Argument checks
+# --------------------------------------------------------------------------- #
+
+
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return value
+
+
+def _check_fraction(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}.")
+    if not 0 < value < 1:
+        raise ValueError(f"{name} must be in (0, 1), got {value}.")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- #
+# TFDS without TensorFlow (shared with kinetix.data.text)
+# --------------------------------------------------------------------------- #
+
+
+def _effective_data_dir(data_dir: str | os.PathLike | None) -> str:
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    try:
+        from tensorflow_datasets.core import constants
+
+        return constants.get_default_data_dir()
+    except (ImportError, AttributeError):  # pragma: no cover - older/newer TFDS layouts
+        return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def _not_prepared_message(name: str, data_dir: str | os.PathLike | None, cause: object) -> str:
+    """The message of :class:`DatasetNotPreparedError` for TFDS data set ``name``."""
+    where = _effective_data_dir(data_dir)
+    d = "D" if data_dir is None else os.fspath(data_dir)
+    said = str(cause).splitlines()[0] if str(cause) else ""
+    default = " (the TFDS default: pass --data-dir to use another)" if data_dir is None else ""
+    return (
+        f"TFDS data set {name!r} is not prepared (or not completely) in the array_record "
+        f"format under the data dir {where!r}{default}.\n"
+        f"TFDS said: {type(cause).__name__}: {said}\n"
+        "kinetix reads prepared data only (download=False), without TensorFlow. To prepare it, "
+        "on a machine with network access run\n"
+        "    pip install tensorflow tensorflow-datasets\n"
+        f"    tfds build {name} --data_dir {d} --file_format=array_record\n"
+        f"then copy the folder {d}/{name}/ (everything under it) into the "
+        f"data dir of this machine and pass --data-dir with that data dir. Data prepared in "
+        "TFDS's default TFRECORD format cannot be read without TensorFlow: rebuild it with "
+        "--file_format=array_record. With no prepared data at all, use the offline default "
+        "(digits for images, synthetic for text)."
+    )
+
+
+def _data_source(name: str, split: str, data_dir: str | os.PathLike | None):
+    """``tfds.data_source(name, split=split, data_dir=data_dir, download=False)``.
+
+    TFDS's errors for missing data are turned into :class:`DatasetNotPreparedError`.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:  # pragma: no cover - the train extra is installed in CI
+        raise ImportError(
+            f"Loading {name!r} needs tensorflow-datasets and grain: pip install 'kinetix[train]'."
+        ) from e
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    # KeyError "splits is empty" (default data dir with nothing prepared), NotImplementedError
+    # "... FileFormat.TFRECORD is not supported" (explicit data dir with nothing prepared, or
+    # data prepared as TFRECORD), FileNotFoundError/OSError (partially copied data).
+    except (KeyError, NotImplementedError, OSError) as e:
+        raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, e)) from e
+
+
+def _read_tfds(
+    name: str,
+    split: str,
+    data_dir: str | os.PathLike | None,
+    fn: Callable[[dict[str, Any]], Any],
+    *,
+    indices: Sequence[int] | np.ndarray | None = None,
+) -> list[Any]:
+    """Reads a TFDS split with grain, mapping each record through ``fn``.
+
+    Args:
+      name: TFDS name.
+      split: split name (``"train"``, ``"test"``).
+      data_dir: TFDS data dir (``None``: the TFDS default).
+      fn: record (a dict of NumPy values) -> what is kept; runs in grain reader threads.
+      indices: read only these record indices, in this order (default: all, in order).
+
+    Returns:
+      ``[fn(record) for record in split]``, in order.
+    """
+    import grain
+
+    src = _data_source(name, split, data_dir)
+    if indices is None:
+        ds = grain.MapDataset.source(src).map(fn)
+    else:
+        idx = np.asarray(indices, np.int64)
+        ds = grain.MapDataset.source(idx).map(lambda i: fn(src[int(i)]))
+    try:
+        return list(ds.to_iter_dataset(grain.ReadOptions(num_threads=_READ_THREADS)))
+    # Metadata present but record files missing: array_record raises
+    # RuntimeError("open() failed: No such file or directory; opening ...").
+    except (FileNotFoundError, RuntimeError) as e:
+        if isinstance(e, FileNotFoundError) or "No such file" in str(e):
+            raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, e)) from e
+        raise
+
+
+# --------------------------------------------------------------------------- #
+# Loaders
+# --------------------------------------------------------------------------- #
+
+
+def _channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    return x.mean(0).astype(np.float32), x.std(0).astype(np.float32)
+
+
+def _load_digits(split_seed: int, test_fraction: float):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=split_seed
+    )
+    return x_tr, y_tr, x_te, y_te, 10
+
+
+def _load_cifar(name: str, data_dir):
+    def record(ex):
+        return np.asarray(ex["image"], np.uint8), np.int32(ex["label"])
+
+    out = []
+    for split in ("train", "test"):
+        pairs = _read_tfds(name, split, data_dir, record)
+        images = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, 32, 32, 3), np.uint8)
+        labels = np.array([p[1] for p in pairs], np.int32)
+        if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+            raise ValueError(f"{name}/{split}: expected (N, 32, 32, 3) images, got {images.shape}.")
+        out += [images, labels]
+    return (*out, _TFDS_NUM_CLASSES[name])
+
+
+def load_images(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    split_seed: int = 0,
+    test_fraction: float = 0.2,
+) -> ImageData:
+    """Loads an image classification data set into memory.
+
+    Args:
+      name: one of :data:`IMAGE_DATASETS`: ``"digits"`` (offline, scikit-learn),
+        ``"cifar10"``, ``"cifar100"`` (TFDS, prepared beforehand).
+      data_dir: TFDS data dir (``None``: the TFDS default, ``$TFDS_DATA_DIR`` or
+        ``~/tensorflow_datasets``). Unused for ``"digits"``.
+      split_seed: seed of the stratified ``"digits"`` train/test split.
+      test_fraction: test share of the ``"digits"`` split, in ``(0, 1)``.
+
+    Returns:
+      An :class:`ImageData` with ``uint8`` ``(N, H, W, C)`` images and ``int32`` labels.
+
+    Raises:
+      ValueError: unknown ``name`` or bad arguments.
+      DatasetNotPreparedError: a TFDS data set is not prepared under ``data_dir``.
+    """
+    if name not in IMAGE_DATASETS:
+        raise ValueError(f"Unknown image data set {name!r}; choose one of {list(IMAGE_DATASETS)}.")
+    split_seed = _check_int(split_seed, "split_seed", 0)
+    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if name == "digits":
+        x_tr, y_tr, x_te, y_te, num_classes = _load_digits(split_seed, test_fraction)
+    else:
+        x_tr, y_tr, x_te, y_te, num_classes = _load_cifar(name, data_dir)
+    if len(x_tr) == 0:
+        raise ValueError(f"{name}: the train split is empty.")
+    mean, std = _channel_stats(x_tr)
+    return ImageData(
+        train_images=x_tr,
+        train_labels=y_tr,
+        test_images=x_te,
+        test_labels=y_te,
+        num_classes=num_classes,
+        name=name,
+        mean=mean,
+        std=np.maximum(std, np.float32(1e-6)),
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Transforms
+# --------------------------------------------------------------------------- #
+
+
+def normalize(images_uint8, mean, std):
+    """``(images / 255 - mean) / std`` in float32, per channel (last axis).
+
+    NumPy in, NumPy out; a JAX array or tracer in, a JAX array out (works under ``jit``).
+    """
+    if isinstance(images_uint8, np.ndarray):
+        x = images_uint8.astype(np.float32) / np.float32(255.0)
+        return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    x = jnp.asarray(images_uint8).astype(jnp.float32) / 255.0
+    return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("batch_size", "pad", "flip"))
+def augment_params(
+    key: jax.Array, batch_size: int, *, pad: int = 4, flip: bool = True
+) -> tuple[jax.Array, jax.Array]:
+    """The random draws of :func:`augment`: crop offsets and flip bits.
+
+    One flat draw of ``3 * batch_size`` random ``uint32`` words (flat: it compiles
+    much faster on XLA:CPU than ``jax.random.randint``): offsets are two words
+    modulo ``2 pad + 1`` (relative bias at most ``(2 pad + 1) / 2**32``), the flip bit is
+    the top bit of the third.
+
+    Returns:
+      ``offsets``: ``int32 (batch_size, 2)``, the ``(row, col)`` corner of each crop
+      in the padded image, uniform in ``[0, 2 * pad]``; ``flips``: ``bool
+      (batch_size,)``, Bernoulli(1/2) (all ``False`` when ``flip=False``).
+    """
+    words = jax.random.bits(key, (3 * batch_size,), jnp.uint32).reshape(3, batch_size)
+    offsets = (words[:2] % jnp.uint32(2 * pad + 1)).astype(jnp.int32).T
+    if flip:
+        flips = (words[2] >> 31) == 1
+    else:
+        flips = jnp.zeros((batch_size,), bool)
+    return offsets, flips
+
+
+@functools.partial(jax.jit, static_argnames=("pad", "flip"))
+def _augment(key, images, pad, flip):
+    b, h, w, c = images.shape
+    offsets, flips = augment_params(key, b, pad=pad, flip=flip)
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+    def crop(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+
+    out = jax.vmap(crop)(padded, offsets)
+    if flip:
+        out = jnp.where(flips[:, None, None, None], out[:, :, ::-1, :], out)
+    return out
+
+
+def augment(key: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = True) -> jax.Array:
+    """Random crop after zero padding, then random horizontal flip, per image.
+
+    Each image of ``images`` (``(B, H, W, C)``, any dtype, any ``H x W``) is padded
+    with ``pad`` zeros on each side of both spatial axes, cropped back to ``H x W``
+    at a corner drawn uniformly from the ``(2 pad + 1)^2`` positions, then
+    mirrored left-right with probability 1/2 (if ``flip``). Draws come from
+    :func:`augment_params` (``key`` -> offsets and flip bits), so the same key
+    gives the same output. Cost is ``O(B H W C)`` (a ``vmap`` of
+    ``lax.dynamic_slice`` over the padded batch). ``pad=0, flip=False`` is the
+    identity.
+
+    The zeros are in the input's units: apply it to ``uint8`` images before
+    :func:`normalize` for the usual torchvision-style black border.
+
+    Args:
+      key: a ``jax.random.key``.
+      images: ``(B, H, W, C)`` batch.
+      pad: padding in pixels, a Python int >= 0 (static).
+      flip: random horizontal flips (static).
+
+    Returns:
+      An array of the shape and dtype of ``images``.
+    """
+    pad = _check_int(pad, "pad", 0)
+    if jnp.ndim(images) != 4:
+        raise ValueError(f"images must be (B, H, W, C), got shape {jnp.shape(images)}.")
+    if pad == 0 and not flip:
+        return jnp.asarray(images)
+    return _augment(key, images, pad, bool(flip))
+
+
+def epoch_permutation(n: int, *, seed: int, epoch: int) -> np.ndarray:
+    """The order of the ``n`` training examples in epoch ``epoch``.
+
+    ``np.random.default_rng([seed, epoch]).permutation(n)``: a function of
+    ``(seed, epoch)`` only, so a run resumed at any epoch sees the same order as
+    an uninterrupted one.
+
+    Returns:
+      ``int64 (n,)`` permutation of ``range(n)``.
+    """
+    n = _check_int(n, "n", 0)
+    seed = _check_int(seed, "seed", 0)
+    epoch = _check_int(epoch, "epoch", 0)
+    return np.random.default_rng([seed, epoch]).permutation(n)

@@ -1,0 +1,281 @@
+"""train.classify / train.loop: outputs, exact resume, preemption, corrupt checkpoints, devices.
+
+Every run is a tiny ResNet-18 (width 4) on the offline digits data, two epochs
+of five steps. Runs with the same flags share one compiled program (the
+program cache of ``train.loop``), so the suite compiles each set-up once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from train import classify, loop
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = [
+    "--width", "4", "--epochs", "2", "--batch-size", "256", "--ko", "hard",
+    "--coll-coef", "0.5", "--ckpt-every", "1", "--keep", "3", "--no-progress",
+]  # fmt: skip
+
+
+def _run(tmp, name, *extra):
+    out = os.path.join(tmp, name)
+    return classify.main([*BASE, "--out", out, "--ckpt-dir", out + "/ckpt", *extra]), out
+
+
+def _final_state(out: str):
+    """The newest checkpoint of a run, as a flat list of NumPy leaves."""
+    mngr = ocp.CheckpointManager(os.path.abspath(out + "/ckpt"))
+    step = mngr.latest_step()
+    tree = mngr.restore(step, args=ocp.args.StandardRestore())
+    mngr.close()
+    return step, [_numpy(x) for x in jax.tree.leaves(tree)]
+
+
+def _numpy(x) -> np.ndarray:
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(x))
+    return np.asarray(x)
+
+
+def _assert_bitwise(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("straight"))
+    summary, out = _run(tmp, "straight")
+    return summary, out, _final_state(out)
+
+
+def test_outputs(straight):
+    summary, out, (step, _) = straight
+    assert step == 10 and summary["steps"] == 10 and summary["status"] == "completed"
+    for key in (
+        "test_accuracy",
+        "best_test_accuracy",
+        "epochs",
+        "train_seconds",
+        "dataset",
+        "model",
+        "optimizer",
+        "ko",
+    ):
+        assert key in summary
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["test_accuracy"] == summary["test_accuracy"]
+    rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert np.isfinite(r["train_loss"]) and 0 <= r["test_accuracy"] <= 1
+        assert 0 <= r["neuron_similarity_mean"] <= r["neuron_similarity_max"] <= 1
+        assert 0 <= r["collision_rate"] <= 1
+    assert rows[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-7)  # cosine reaches 0
+    assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
+    # keep=3: only the 3 newest checkpoints remain
+    steps = sorted(int(d) for d in os.listdir(out + "/ckpt") if d.isdigit())
+    assert steps == [8, 9, 10]
+
+
+def test_stop_and_resume_is_bitwise_exact(straight, tmp_path):
+    _, _, (_, reference) = straight
+    first, out = _run(str(tmp_path), "resumed", "--stop-after-steps", "3")
+    assert first["status"] == "preempted" and first["steps"] == 3
+    second, _ = _run(str(tmp_path), "resumed", "--resume")
+    assert second["status"] == "completed" and second["resumed_from_step"] == 3
+    step, state = _final_state(out)
+    assert step == 10
+    _assert_bitwise(state, reference)  # params, batch stats, KO key/count, momentum, sums
+    rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
+    ref_rows = loop.read_metrics(os.path.join(straight[1], "metrics.jsonl"))
+    for r, q in zip(rows, ref_rows, strict=True):
+        for k in ("train_loss", "test_accuracy", "test_loss", "neuron_similarity_mean"):
+            assert r[k] == q[k]
+
+
+def test_corrupt_and_half_written_checkpoints_fall_back(straight, tmp_path):
+    _, _, (_, reference) = straight
+    _, out = _run(str(tmp_path), "corrupt", "--stop-after-steps", "4")
+    ckpt = out + "/ckpt"
+    assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [2, 3, 4]
+    # step 4: its array data overwritten (a corrupt file)
+    for root, _, files in os.walk(os.path.join(ckpt, "4")):
+        for name in files:
+            if "ocdbt" in root or name == "_METADATA":
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(b"\x00garbage")
+    # step 5: a half-written copy (the array data missing)
+    shutil.copytree(os.path.join(ckpt, "3"), os.path.join(ckpt, "5"))
+    shutil.rmtree(os.path.join(ckpt, "5", "default"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary, _ = _run(str(tmp_path), "corrupt", "--resume")
+    msgs = [str(w.message) for w in caught if "could not be restored" in str(w.message)]
+    assert any("checkpoint 5" in m for m in msgs) and any("checkpoint 4" in m for m in msgs)
+    assert summary["resumed_from_step"] == 3
+    _assert_bitwise(_final_state(out)[1], reference)
+
+
+def test_resume_refuses_other_setup(straight, tmp_path):
+    _, out = _run(str(tmp_path), "other", "--stop-after-steps", "1")
+    with pytest.raises(ValueError, match="different set-up"):
+        classify.main(
+            [*BASE, "--out", out, "--ckpt-dir", out + "/ckpt", "--resume", "--lr", "0.05"]
+        )
+
+
+def test_sigterm_saves_and_exits_cleanly(straight, tmp_path):
+    """A real SIGTERM to a training process; resuming (in this process) matches the straight run."""
+    out = str(tmp_path / "sig")
+    cmd = [sys.executable, "-m", "train.classify", *BASE, "--out", out, "--ckpt-dir", out + "/ckpt"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(out + "/ckpt") and any(d.isdigit() for d in os.listdir(out + "/ckpt")):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    if summary["status"] == "completed":  # the signal came after the end: nothing to test
+        pytest.skip("training finished before the signal arrived")
+    assert summary["status"] == "preempted" and b"stopped by signal" in err
+    resumed = classify.main([*BASE, "--out", out, "--ckpt-dir", out + "/ckpt", "--resume"])
+    assert resumed["resumed_from_step"] == summary["steps"]
+    _assert_bitwise(_final_state(out)[1], straight[2][1])
+
+
+def _params(out: str):
+    mngr = ocp.CheckpointManager(os.path.abspath(out + "/ckpt"))
+    tree = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore())
+    mngr.close()
+    return tree["params"]
+
+
+def _close(a, b):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+
+def test_eight_devices_match_one(tmp_path, monkeypatch):
+    """jit over 8 devices (batch sharded) computes the single-device function.
+
+    A small learning rate: with lr 0.1 this tiny network amplifies float
+    rounding differences (8 partial sums instead of 1) from 4e-6 after one
+    step to 1e-2 after five (measured), which says nothing about correctness.
+    """
+    live = []
+    real = loop.evaluate
+
+    def spy(prog, params, rest, data, bs):
+        live.append((prog.mesh.devices.size, params))
+        return real(prog, params, rest, data, bs)
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    args = ("--ko", "soft", "--lr", "0.01", "--epochs", "1")
+    _, out8 = _run(str(tmp_path), "eight", *args)
+    _, out1 = _run(str(tmp_path), "one", "--devices", "1", *args)
+    jax.tree.map(_close, _params(out8), _params(out1))
+    r8 = loop.read_metrics(os.path.join(out8, "metrics.jsonl"))
+    r1 = loop.read_metrics(os.path.join(out1, "metrics.jsonl"))
+    for a, b in zip(r8, r1, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-4)
+    # on 8 devices every device holds the same (replicated) parameters, KO's layer included
+    ndev, params = live[0]
+    assert ndev == 8
+    for leaf in jax.tree.leaves(params):
+        shards = [np.asarray(s.data) for s in leaf.addressable_shards]
+        assert len(shards) == 8
+        for sh in shards[1:]:
+            np.testing.assert_array_equal(sh, shards[0])
+
+
+def test_pmap_matches_jit_and_replicas_agree(tmp_path, monkeypatch):
+    """--parallel pmap (8 replicas, pmean gradients, synced BatchNorm) vs. jit on 1 device."""
+    seen = []
+    real = loop.unreplicate
+
+    def spy(state):
+        seen.append(state)
+        return real(state)
+
+    monkeypatch.setattr(loop, "unreplicate", spy)
+    # two steps: per-device gradients summed by pmean round differently from one device's sum
+    args = ("--crop-pad", "0", "--epochs", "1", "--lr", "0.01", "--stop-after-steps", "2")
+    _, outp = _run(str(tmp_path), "pmap", "--parallel", "pmap", *args)
+    _, out1 = _run(str(tmp_path), "jit1", "--devices", "1", *args)
+    jax.tree.map(_close, _params(outp), _params(out1))
+    # every replica holds the same parameters and optimizer state (KO's included), bitwise
+    last = seen[-1]
+    for leaf in jax.tree.leaves(last):
+        arr = _numpy(leaf)
+        assert arr.shape[0] == 8
+        for i in range(1, 8):
+            np.testing.assert_array_equal(arr[i], arr[0])
+
+
+def test_bad_flags_exit_with_message(capsys):
+    for argv, msg in (
+        (["--out", "x", "--lr", "-1"], "--lr must be"),
+        (["--out", "x", "--coll-coef", "2"], "--coll-coef must be"),
+        (["--out", "x", "--resume"], "--resume needs --ckpt-dir"),
+        (["--out", "x", "--model", "nope"], "invalid choice"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            classify.main(argv)
+        assert e.value.code == 2
+        assert msg in capsys.readouterr().err
+    text = classify.build_parser().format_help()
+    for flag in ("--dataset", "--ko", "--ckpt-dir", "--resume", "--parallel", "--data-dir"):
+        assert flag in text
+
+
+def test_batch_not_divisible_by_devices(tmp_path):
+    with pytest.raises(ValueError, match="divisible by the number of devices"):
+        classify.main([*BASE, "--out", str(tmp_path), "--batch-size", "100"])
+
+
+def test_ko_mask_matching_nothing(tmp_path):
+    with pytest.raises(ValueError, match="matched no leaf|matches no parameter"):
+        classify.main([*BASE, "--out", str(tmp_path), "--ko-mask", "no_such_layer"])
+
+
+def test_unprepared_cifar_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        classify.main(
+            ["--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")]
+        )
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "tfds build" in err and "--data-dir" in err
+
+
+def test_cifar_from_mocked_tfds(tmp_path):
+    """The real TFDS reading path (data_source + grain), on mocked CIFAR-10 records."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=64):
+        summary = classify.main(
+            ["--dataset", "cifar10", "--width", "2", "--epochs", "1", "--batch-size", "32"]
+            + ["--out", str(tmp_path), "--no-progress"]
+        )
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert summary["dataset"] == "cifar10" and 0 <= summary["test_accuracy"] <= 1

@@ -1,0 +1,1020 @@
+"""Shared machinery of ``train.classify`` and ``train.text``.
+
+What lives here (one place, so both scripts behave the same):
+
+* **Optimizers**: ``sgd`` (momentum 0.9, coupled L2 weight decay, as the KO
+  paper's PyTorch runs), ``adamw`` and ``lamb`` (decoupled decay), a cosine
+  learning-rate schedule over all steps, and KO (``--ko soft|hard``) chained in
+  front of the base optimizer on the leaves matching ``--ko-mask``.
+* **Data parallelism**: ``--parallel jit`` (default) runs one jitted step on a
+  1-D device mesh ``("data",)``: the batch is sharded over the devices with a
+  ``NamedSharding``, parameters, optimizer state (KO's included) and the step
+  key are replicated. The jitted program computes the same global-batch
+  function on 1 or many devices (BatchNorm statistics, augmentation and
+  collisions see the global batch), so results match the single-device run
+  within float tolerance. ``--parallel pmap`` runs the same step under
+  ``jax.pmap``: gradients and metrics are averaged with ``pmean``, BatchNorm
+  statistics are synchronised (``axis_name="data"``), and per-example
+  randomness (augmentation, dropout, collisions) folds in the device index,
+  so it differs from the ``jit`` run's draws (deterministic for a given device
+  count). Multi-host: ``jax.distributed.initialize()`` is called when
+  ``JAX_COORDINATOR_ADDRESS`` (or ``KINETIX_DISTRIBUTED=1``, for clusters JAX
+  detects itself, e.g. TPU pods / SLURM) is set; every process then feeds its
+  slice of each global batch.
+* **Exact resume**: the data order is a function of ``(seed, epoch)`` only,
+  the step key is ``fold_in(key, step)``, the schedule is a function of the
+  step, and the checkpoint holds everything else (parameters, batch stats,
+  optimizer state with KO's key and count, the running epoch sums). So ``N``
+  steps straight through and ``N/2`` steps, a kill, a resume and ``N/2`` steps
+  give bitwise-identical states.
+* **Checkpoints** (orbax ``CheckpointManager``): every ``--ckpt-every`` steps
+  and at the end, keeping the last ``--keep`` (ignored if there is no
+  ``--ckpt-dir``). ``--resume`` restores the newest checkpoint that loads; a
+  corrupt one is skipped with a warning. SIGTERM/SIGINT make the loop save at
+  the current step and exit cleanly (exit code 0, ``status: "preempted"``).
+* **Outputs** in ``--out``: ``metrics.jsonl`` (one line per epoch),
+  ``summary.json``, ``curves.png`` and ``run.json`` (command, versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import queue
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import kinetix
+
+# ----------------------------------------------------------------- distributed
+
+
+def maybe_initialize_distributed() -> bool:
+    """Calls ``jax.distributed.initialize()`` when a multi-host environment is set.
+
+    Returns:
+      whether it was called. Set ``JAX_COORDINATOR_ADDRESS`` (with
+      ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``) or ``KINETIX_DISTRIBUTED=1``
+      (clusters JAX detects by itself: TPU pods, SLURM, Open MPI).
+    """
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("KINETIX_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+        return True
+    return False
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D ``("data",)`` mesh over the first ``num_devices`` devices (all by default)."""
+    devices = jax.devices()
+    if num_devices is not None:
+        if not 1 <= num_devices <= len(devices):
+            raise ValueError(
+                f"--devices {num_devices}: this machine has {len(devices)} device(s); "
+                f"pass a number between 1 and {len(devices)}."
+            )
+        devices = devices[:num_devices]
+    return Mesh(np.asarray(devices), ("data",))
+
+
+# ----------------------------------------------------------------- optimizer
+
+OPTIMIZERS = ("sgd", "adamw", "lamb")
+KO_KINDS = ("none", "soft", "hard")
+
+
+def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
+    """Cosine decay from ``lr`` to 0 over ``total_steps`` (after a linear warm-up)."""
+    if warmup_steps > 0:
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1)
+        )
+    return optax.cosine_decay_schedule(lr, max(total_steps, 1))
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    *,
+    weight_decay: float,
+    momentum: float = 0.9,
+    ko: str = "none",
+    coll_coef: float = 0.1,
+    ko_mask: str = r"classifier/kernel",
+    ko_key: int = 0,
+) -> optax.GradientTransformation:
+    """The base optimizer, with KO (``ko_soft``/``ko_hard``) chained in front of it.
+
+    KO acts on the gradients of the leaves whose path matches the regular
+    expression ``ko_mask`` (:func:`kinetix.path_mask`), before weight decay and
+    the base optimizer, as ``optax.chain(kinetix.ko_hard(...), optax.sgd(...))``.
+    """
+    if name == "sgd":
+        base = optax.chain(
+            optax.add_decayed_weights(weight_decay),
+            optax.sgd(schedule, momentum=momentum or None),
+        )
+    elif name == "adamw":
+        base = optax.adamw(schedule, weight_decay=weight_decay)
+    elif name == "lamb":
+        base = optax.lamb(schedule, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {name!r}.")
+    if ko == "none":
+        return base
+    mask = kinetix.path_mask(ko_mask)
+    if ko == "soft":
+        collide = kinetix.ko_soft(coll_coef, key=ko_key, mask=mask)
+    elif ko == "hard":
+        collide = kinetix.ko_hard(coll_coef, key=ko_key, mask=mask)
+    else:
+        raise ValueError(f"--ko must be one of {KO_KINDS}, got {ko!r}.")
+    return optax.chain(collide, base)
+
+
+def check_ko_mask(params: Any, ko: str, ko_mask: str) -> list[str]:
+    """The leaf paths KO will act on; a clear error if the mask selects none."""
+    if ko == "none":
+        return []
+    mask = kinetix.path_mask(ko_mask)(params)
+    paths = kinetix.leaf_paths(params)
+    chosen = [p for p, m in zip(jax.tree.leaves(paths), jax.tree.leaves(mask), strict=True) if m]
+    if not chosen:
+        raise ValueError(
+            f"--ko-mask {ko_mask!r} matches no parameter; parameter paths are e.g. "
+            f"{jax.tree.leaves(paths)[-4:]}."
+        )
+    return chosen
+
+
+# ----------------------------------------------------------------- train state
+
+
+class TrainState(NamedTuple):
+    """Everything a resume needs, as one pytree (checkpointed as is).
+
+    Attributes:
+      step: number of optimizer steps taken.
+      params: the model's ``nnx.Param`` state.
+      rest: the model's other state (BatchNorm statistics, collision rates).
+      opt_state: the optimizer state (with KO's key and count).
+      key: raw ``uint32`` key data of the run's root key; step ``s`` uses
+        ``fold_in(key, s)``.
+      sums: running ``[loss sum, correct, examples]`` of the current epoch.
+    """
+
+    step: jax.Array
+    params: Any
+    rest: Any
+    opt_state: Any
+    key: jax.Array
+    sums: jax.Array
+
+
+_PROGRAMS: dict[Any, Program] = {}
+
+ApplyFn = Callable[[nnx.Module, Any, jax.Array, bool], jax.Array]
+
+
+@dataclasses.dataclass
+class Program:
+    """The compiled pieces of one training configuration."""
+
+    graphdef_train: Any
+    graphdef_eval: Any
+    tx: optax.GradientTransformation
+    apply: ApplyFn
+    mesh: Mesh
+    parallel: str
+    train_step: Callable
+    eval_step: Callable
+
+
+def init_model(make: Callable[[], nnx.Module]) -> nnx.Module:
+    """Builds ``make()`` with its initialisers in one compiled program.
+
+    Eager NNX construction compiles every initialiser separately (tens of
+    seconds for a ResNet on a small CPU). ``make`` must build its own
+    ``nnx.Rngs``, e.g. :func:`param_rngs`.
+    """
+    abstract = nnx.eval_shape(make)
+    graphdef, _ = nnx.split(abstract)
+    state = jax.jit(lambda: nnx.split(make())[1])()
+    return nnx.merge(graphdef, state)
+
+
+def param_rngs(seed: int) -> nnx.Rngs:
+    """The initialisation streams of the training scripts: ``rbg`` keys from ``seed``.
+
+    The initialisers run once, on one device, before the state is replicated,
+    so the result does not depend on the device count. The ``rbg`` PRNG
+    (XLA's RngBitGenerator) compiles a ResNet's initialisers about 6x faster
+    than ``threefry`` on CPU; the per-step keys (augmentation, collisions,
+    dropout) stay ``threefry``, whose values do not depend on sharding.
+    """
+    return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+def split_model(model: nnx.Module) -> tuple[Any, Any, Any, Any]:
+    """``(graphdef_train, graphdef_eval, params, rest)`` of an NNX model."""
+    model.train()
+    graphdef_train, params, rest = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    graphdef_eval, _, _ = nnx.split(model, nnx.Param, ...)
+    model.train()
+    return graphdef_train, graphdef_eval, params, rest
+
+
+def _set_batchnorm_axis(model: nnx.Module, axis_name: str | None) -> None:
+    for _, node in nnx.iter_graph(model):
+        if isinstance(node, nnx.BatchNorm):
+            node.axis_name = axis_name
+
+
+def _loss(graphdef, apply: ApplyFn, params, rest, inputs, labels, key) -> tuple[jax.Array, tuple]:
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    logits = apply(model, inputs, key, True)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    new_rest = nnx.split(model, nnx.Param, ...)[2]
+    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
+    return jnp.mean(losses), (jnp.sum(losses), correct, new_rest)
+
+
+def program_key(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple:
+    """A cache key for :func:`build_program` from the configuration entries that shape it."""
+    extra = ("epochs", "devices", "parallel", "resume_keys")
+    return tuple((k, repr(cfg.get(k))) for k in sorted(set(keys) | set(extra)))
+
+
+def build_program(
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    apply: ApplyFn,
+    *,
+    mesh: Mesh,
+    parallel: str = "jit",
+    cache_key: Any = None,
+) -> tuple[Program, Any, Any]:
+    """Jitted train/eval steps for ``model``; returns ``(program, params, rest)``.
+
+    With a hashable ``cache_key`` (which must determine the model, the
+    optimizer and the mesh), a later call in the same process reuses the
+    program and so its compiled code (seed sweeps, tests).
+    """
+    if parallel not in ("jit", "pmap"):
+        raise ValueError(f"--parallel must be 'jit' or 'pmap', got {parallel!r}.")
+    if cache_key is not None and cache_key in _PROGRAMS:
+        prog = _PROGRAMS[cache_key]
+        if parallel == "pmap":
+            _set_batchnorm_axis(model, "data")
+        _, _, params, rest = split_model(model)
+        _set_batchnorm_axis(model, None)
+        return prog, params, rest
+    if parallel == "pmap":
+        _set_batchnorm_axis(model, "data")
+    graphdef_train, graphdef_eval, params, rest = split_model(model)
+    if parallel == "pmap":
+        _set_batchnorm_axis(model, None)
+        graphdef_eval = split_model(model)[1]
+
+    def step_fn(state: TrainState, inputs, labels, axis: str | None):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+        if axis is not None:
+            key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+        grad_fn = jax.value_and_grad(
+            lambda p: _loss(graphdef_train, apply, p, state.rest, inputs, labels, key),
+            has_aux=True,
+        )
+        (_, (loss_sum, correct, new_rest)), grads = grad_fn(state.params)
+        count = jnp.asarray(labels.shape[0], jnp.float32)
+        if axis is not None:
+            grads = jax.lax.pmean(grads, axis)
+            new_rest = jax.tree.map(lambda x: jax.lax.pmean(x, axis), new_rest)
+            loss_sum, correct, count = (jax.lax.psum(v, axis) for v in (loss_sum, correct, count))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        batch = jnp.stack([loss_sum, correct.astype(jnp.float32), count])
+        new = TrainState(state.step + 1, params, new_rest, opt_state, state.key, state.sums + batch)
+        return new, batch
+
+    def eval_fn(params, rest, inputs, labels, weights):
+        model = nnx.merge(graphdef_eval, params, rest, copy=True)
+        logits = apply(model, inputs, None, False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
+
+    repl = NamedSharding(mesh, P())
+    data = NamedSharding(mesh, P("data"))
+    if parallel == "jit":
+        train_step = jax.jit(
+            lambda s, x, y: step_fn(s, x, y, None),
+            in_shardings=(repl, data, data),
+            out_shardings=(repl, repl),
+            donate_argnums=0,
+        )
+    else:
+        train_step = jax.pmap(
+            lambda s, x, y: step_fn(s, x, y, "data"),
+            axis_name="data",
+            devices=list(mesh.devices.flat),
+            donate_argnums=0,
+        )
+    eval_step = jax.jit(eval_fn, in_shardings=(repl, repl, data, data, data), out_shardings=repl)
+    prog = Program(graphdef_train, graphdef_eval, tx, apply, mesh, parallel, train_step, eval_step)
+    if cache_key is not None:
+        _PROGRAMS[cache_key] = prog
+    return prog, params, rest
+
+
+def init_state(prog: Program, params, rest, seed: int) -> TrainState:
+    """The step-0 state, replicated over the program's mesh."""
+    key = jax.random.key_data(jax.random.fold_in(jax.random.key(seed), 7))
+    state = TrainState(
+        step=jnp.asarray(0, jnp.int32),
+        params=params,
+        rest=rest,
+        opt_state=prog.tx.init(params),
+        key=key,
+        sums=jnp.zeros((3,), jnp.float32),
+    )
+    return jax.device_put(state, NamedSharding(prog.mesh, P()))
+
+
+def replicate(prog: Program, tree: Any) -> Any:
+    """For ``--parallel pmap``: stack ``tree`` over the program's devices (leading axis)."""
+    n = prog.mesh.devices.size
+    sharding = NamedSharding(prog.mesh, P("data"))
+    return jax.tree.map(lambda x: jax.device_put(jnp.stack([x] * n), sharding), tree)
+
+
+def unreplicate(state: TrainState) -> TrainState:
+    return jax.tree.map(lambda x: x[0], state)
+
+
+# ----------------------------------------------------------------- data feeding
+
+
+def _local_rows(batch_size: int) -> slice:
+    """This process's rows of a global batch (all rows on one host)."""
+    n = jax.process_count()
+    per = batch_size // n
+    i = jax.process_index()
+    return slice(i * per, (i + 1) * per)
+
+
+def to_global(prog: Program, arr: np.ndarray) -> jax.Array:
+    """A host batch (this process's rows) as a global array sharded on ``data``."""
+    if prog.parallel == "pmap":
+        n = prog.mesh.devices.size
+        return arr.reshape((n, arr.shape[0] // n) + arr.shape[1:])
+    return jax.make_array_from_process_local_data(NamedSharding(prog.mesh, P("data")), arr)
+
+
+class Prefetcher:
+    """Prepares the next batches on a background thread; measures the time the loop waits.
+
+    ``make(i)`` builds batch ``i`` (host gather + device transfer). ``wait_s``
+    accumulates the time ``next()`` blocked, i.e. the loop waited for data.
+    """
+
+    def __init__(self, make: Callable[[int], Any], indices: range, depth: int = 2):
+        self.wait_s = 0.0
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._n = len(indices)
+
+        def work():
+            for i in indices:
+                if self._stop.is_set():
+                    return
+                try:
+                    item = make(i)
+                except BaseException as e:  # surfaced in the main thread
+                    self._q.put(e)
+                    return
+                self._q.put(item)
+
+        self._thread = threading.Thread(target=work, daemon=True)
+        self._thread.start()
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(self._n):
+            t = time.perf_counter()
+            item = self._q.get()
+            self.wait_s += time.perf_counter() - t
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        while not self._q.empty():
+            self._q.get_nowait()
+
+
+# ----------------------------------------------------------------- checkpoints
+
+
+class Checkpoints:
+    """Periodic orbax checkpoints with a corrupt-checkpoint fallback.
+
+    Args:
+      directory: where the checkpoints go (created).
+      keep: how many of the newest checkpoints to keep.
+      config: the run's configuration; saved as ``config.json`` and compared
+        on resume (a different model/data/optimizer set-up is refused).
+    """
+
+    def __init__(self, directory: str, keep: int, config: dict[str, Any]):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        os.makedirs(self.directory, exist_ok=True)
+        opts = ocp.CheckpointManagerOptions(
+            max_to_keep=max(1, keep), create=True, enable_async_checkpointing=False
+        )
+        self._options = opts
+        self.manager = ocp.CheckpointManager(self.directory, options=opts)
+        self.config = config
+        self._saved: set[int] = set()
+
+    def save(self, step: int, state: TrainState) -> None:
+        """Saves ``state`` as checkpoint ``step`` (once per step and process)."""
+        if step in self._saved:
+            return
+        if step in self.manager.all_steps():  # a stale one from before a resume
+            self.manager.delete(step)
+        self.manager.save(step, args=self._ocp.args.StandardSave(state), force=True)
+        self.manager.wait_until_finished()
+        self._saved.add(step)
+        if jax.process_index() == 0:
+            with open(os.path.join(self.directory, "config.json"), "w") as f:
+                json.dump(self.config, f, indent=1, sort_keys=True)
+
+    def check_config(self) -> None:
+        path = os.path.join(self.directory, "config.json")
+        if not os.path.exists(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"--resume: the checkpoints in {self.directory} were written by a different "
+                f"set-up: {diff} (saved, now). Use the same flags, or a new --ckpt-dir."
+            )
+
+    def restore_latest(self, target: TrainState) -> TrainState | None:
+        """The newest checkpoint that restores; older ones are tried after a warning."""
+        self.check_config()
+        self.manager.reload()
+        abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, target)
+        bad = []
+        restored = None
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                # a standalone reader per step: a failed restore leaves no state behind
+                path = os.path.join(self.directory, str(step), "default")
+                if not os.path.isdir(path):
+                    raise FileNotFoundError(f"{path} is missing (half-written checkpoint)")
+                with self._ocp.StandardCheckpointer() as reader:
+                    state = reader.restore(path, abstract)
+                _check_restored(state, target, step)
+                restored = state
+                break
+            except Exception as e:  # noqa: BLE001 - any failure means "unusable"
+                msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                warnings.warn(
+                    f"checkpoint {step} in {self.directory} could not be restored "
+                    f"({type(e).__name__}: {msg}); trying the previous one.",
+                    stacklevel=2,
+                )
+                bad.append(step)
+        if jax.process_index() == 0:
+            for step in bad:  # set aside, so that they are neither resumed nor overwritten
+                src = os.path.join(self.directory, str(step))
+                if os.path.isdir(src):
+                    os.replace(src, f"{src}.unreadable-{int(time.time())}")
+        if bad:  # a fresh manager: a failed restore can leave it in a confused state
+            self.manager.close()
+            self.manager = self._ocp.CheckpointManager(self.directory, options=self._options)
+        return restored
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _check_restored(state: TrainState, target: TrainState, step: int) -> None:
+    if jax.tree.structure(state) != jax.tree.structure(target):
+        raise ValueError("checkpoint tree structure differs from the model's")
+    if int(state.step) != step:
+        raise ValueError(f"checkpoint {step} holds step {int(state.step)}")
+    for leaf in jax.tree.leaves(state.params):
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError("checkpoint holds non-finite parameters")
+
+
+# ----------------------------------------------------------------- preemption
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT while training; the loop saves and exits."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+# ----------------------------------------------------------------- outputs
+
+
+def versions() -> dict[str, str]:
+    import flax
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "platform": jax.default_backend(),
+        "devices": str(jax.device_count()),
+    }
+
+
+def write_json(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_curves(rows: list[dict[str, Any]], path: str, title: str) -> None:
+    """``curves.png``: loss, accuracy, classifier neuron similarity, KO collision rate."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    ep = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    axes[0].plot(ep, [r["train_loss"] for r in rows], label="train")
+    axes[0].plot(ep, [r["test_loss"] for r in rows], label="test")
+    axes[0].set_title("loss")
+    axes[1].plot(ep, [r["train_accuracy"] for r in rows], label="train")
+    axes[1].plot(ep, [r["test_accuracy"] for r in rows], label="test")
+    axes[1].set_title("accuracy")
+    axes[2].plot(ep, [r["neuron_similarity_mean"] for r in rows], label="mean |cos|")
+    axes[2].plot(ep, [r["neuron_similarity_max"] for r in rows], label="max |cos|")
+    axes[2].set_title("classifier neuron similarity")
+    rates = [r["collision_rate"] for r in rows]
+    if any(v is not None for v in rates):
+        axes[3].plot(ep, [np.nan if v is None else v for v in rates])
+    axes[3].set_title("KO collision rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def format_table(rows: list[tuple[str, str]]) -> str:
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+# ----------------------------------------------------------------- the loop
+
+
+@dataclasses.dataclass
+class Data:
+    """In-memory arrays for one task (inputs may be images or token ids)."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+def run_training(
+    *,
+    prog: Program,
+    params: Any,
+    rest: Any,
+    data: Data,
+    cfg: dict[str, Any],
+    out: str,
+    title: str,
+    epoch_permutation: Callable[[int, int, int], np.ndarray],
+    classifier_kernel: Callable[[Any], jax.Array],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Trains for ``cfg["epochs"]``; writes metrics, checkpoints, plots, summary; returns the summary.
+
+    ``cfg`` keys used: ``seed, epochs, batch_size, eval_batch_size, ckpt_dir,
+    ckpt_every, keep, resume, stop_after_steps``. ``stop_after_steps`` (a test
+    and debugging aid) behaves like a SIGTERM after that many steps of this
+    process.
+    """
+    os.makedirs(out, exist_ok=True)
+    n_train = len(data.train_y)
+    bs = cfg["batch_size"]
+    ndev = prog.mesh.devices.size
+    if bs % (ndev * jax.process_count()):
+        raise ValueError(
+            f"--batch-size {bs} must be divisible by the number of devices ({ndev}); "
+            f"use e.g. --batch-size {max(ndev, bs // ndev * ndev)} or --devices 1."
+        )
+    steps_per_epoch = n_train // bs
+    if steps_per_epoch < 1:
+        raise ValueError(f"--batch-size {bs} is larger than the training set ({n_train} examples).")
+    total_steps = steps_per_epoch * cfg["epochs"]
+    state = init_state(prog, params, rest, cfg["seed"])
+
+    ckpt = None
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    if cfg.get("ckpt_dir"):
+        ckpt_cfg = {k: cfg[k] for k in cfg.get("resume_keys", ()) if k in cfg}
+        ckpt = Checkpoints(cfg["ckpt_dir"], cfg.get("keep", 3), ckpt_cfg)
+    resumed_from = None
+    if cfg.get("resume"):
+        if ckpt is None:
+            raise ValueError("--resume needs --ckpt-dir (where the checkpoints are).")
+        restored = ckpt.restore_latest(state)
+        if restored is not None:
+            state = restored
+            resumed_from = int(state.step)
+    start = int(state.step)
+    rows = [r for r in read_metrics(metrics_path) if r["epoch"] * steps_per_epoch <= start]
+    if start == 0:
+        rows = []
+    with open(metrics_path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    train_seconds = rows[-1]["train_seconds"] if rows else 0.0
+    data_wait = sum(r.get("data_wait_seconds", 0.0) for r in rows)
+
+    local = _local_rows(bs)
+
+    def make_batch(step: int, perm: np.ndarray):
+        pos = step % steps_per_epoch
+        idx = perm[pos * bs : (pos + 1) * bs][local]
+        return to_global(prog, data.train_x[idx]), to_global(prog, data.train_y[idx])
+
+    if prog.parallel == "pmap":
+        state = replicate(prog, state)
+
+    def host_state(s: TrainState) -> TrainState:
+        return unreplicate(s) if prog.parallel == "pmap" else s
+
+    status = "completed"
+    steps_this_run = 0
+    stop_after = cfg.get("stop_after_steps")
+    t_loop = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=start, desc=title, unit="step", dynamic_ncols=True)
+    with StopFlag() as stop:
+        step = start
+        while step < total_steps:
+            epoch = step // steps_per_epoch
+            perm = epoch_permutation(n_train, cfg["seed"], epoch)
+            end = (epoch + 1) * steps_per_epoch
+            t0 = time.perf_counter()
+            first = step
+            feed = Prefetcher(lambda s, perm=perm: make_batch(s, perm), range(step, end))
+            last = None
+            try:
+                for x, y in feed:
+                    state, last = prog.train_step(state, x, y)
+                    step += 1
+                    steps_this_run += 1
+                    if bar is not None and (step % 10 == 0 or step == end):
+                        b = np.asarray(last[0] if prog.parallel == "pmap" else last)
+                        elapsed = max(time.perf_counter() - t0, 1e-9)
+                        done = step - first
+                        bar.set_postfix(
+                            loss=f"{b[0] / b[2]:.3f}",
+                            acc=f"{b[1] / b[2]:.3f}",
+                            ex_s=f"{done * bs / elapsed:.0f}",
+                            refresh=False,
+                        )
+                        bar.update(step - bar.n)
+                    if ckpt and cfg.get("ckpt_every") and step % cfg["ckpt_every"] == 0:
+                        ckpt.save(step, host_state(state))
+                    if stop or (stop_after is not None and steps_this_run >= stop_after):
+                        status = "preempted"
+                        break
+            finally:
+                feed.close()
+            jax.block_until_ready(state)
+            train_seconds += time.perf_counter() - t0
+            data_wait += feed.wait_s
+            if status == "preempted":
+                break
+            # ---- end of epoch: evaluate and log
+            hs = host_state(state)
+            sums = np.asarray(hs.sums)
+            test = evaluate(prog, hs.params, hs.rest, data, cfg["eval_batch_size"])
+            sim = kinetix.metrics.neuron_similarity(classifier_kernel(hs.params), axis=-1)
+            rate = None
+            if cfg.get("ko", "none") != "none":
+                rates = kinetix.collision_rates(hs.opt_state)
+                rate = float(np.mean(list(rates.values()))) if rates else None
+            row = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": float(sums[0] / sums[2]),
+                "train_accuracy": float(sums[1] / sums[2]),
+                "test_loss": test["loss"],
+                "test_accuracy": test["accuracy"],
+                "neuron_similarity_mean": float(sim.mean_abs_cos),
+                "neuron_similarity_max": float(sim.max_abs_cos),
+                "collision_rate": rate,
+                "learning_rate": float(cfg["schedule"](step)),
+                "train_seconds": train_seconds,
+                "data_wait_seconds": feed.wait_s,
+            }
+            rows.append(row)
+            if jax.process_index() == 0:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if bar is not None:
+                bar.write(
+                    f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
+                    f"acc {row['train_accuracy']:.4f} | test loss {row['test_loss']:.4f} "
+                    f"acc {row['test_accuracy']:.4f}"
+                )
+            zero = jnp.zeros_like(hs.sums)
+            if prog.parallel == "pmap":
+                state = state._replace(sums=replicate(prog, zero))
+            else:
+                state = state._replace(sums=jax.device_put(zero, NamedSharding(prog.mesh, P())))
+        if bar is not None:
+            bar.close()
+        final = host_state(state)
+        if ckpt:
+            ckpt.save(int(final.step), final)
+            ckpt.close()
+    wall = time.perf_counter() - t_loop
+    summary = {
+        "status": status,
+        "dataset": cfg.get("dataset"),
+        "model": cfg.get("model"),
+        "optimizer": cfg.get("optimizer"),
+        "ko": cfg.get("ko"),
+        "coll_coef": cfg.get("coll_coef"),
+        "seed": cfg["seed"],
+        "epochs": cfg["epochs"],
+        "epochs_completed": len(rows),
+        "steps": int(final.step),
+        "batch_size": bs,
+        "devices": ndev,
+        "parallel": prog.parallel,
+        "resumed_from_step": resumed_from,
+        "test_accuracy": rows[-1]["test_accuracy"] if rows else None,
+        "best_test_accuracy": max(r["test_accuracy"] for r in rows) if rows else None,
+        "test_loss": rows[-1]["test_loss"] if rows else None,
+        "neuron_similarity_mean": rows[-1]["neuron_similarity_mean"] if rows else None,
+        "neuron_similarity_max": rows[-1]["neuron_similarity_max"] if rows else None,
+        "collision_rate": rows[-1]["collision_rate"] if rows else None,
+        "train_seconds": train_seconds,
+        "data_wait_fraction": data_wait / train_seconds if train_seconds > 0 else None,
+        "examples_per_second": (steps_this_run * bs / wall) if wall > 0 else None,
+        "versions": versions(),
+    }
+    if jax.process_index() == 0:
+        write_json(os.path.join(out, "summary.json"), summary)
+        plot_curves(rows, os.path.join(out, "curves.png"), title)
+    if status == "preempted":
+        why = f"signal {stop.signal}" if stop.signal is not None else "--stop-after-steps"
+        where = f" to {ckpt.directory}" if ckpt else " (no --ckpt-dir: nothing saved)"
+        print(f"stopped by {why} at step {int(final.step)}; state saved{where}.", file=sys.stderr)
+    return summary
+
+
+def evaluate(prog: Program, params, rest, data: Data, batch_size: int) -> dict[str, float]:
+    """Test loss and accuracy over the whole test set (the last batch is padded, weight 0)."""
+    ndev = prog.mesh.devices.size
+    bs = max(ndev, batch_size // ndev * ndev)
+    n = len(data.test_y)
+    totals = np.zeros(3)
+    for i in range(0, n, bs):
+        x = data.test_x[i : i + bs]
+        y = data.test_y[i : i + bs]
+        w = np.ones(len(y), np.float32)
+        pad = bs - len(y)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+            y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+            w = np.concatenate([w, np.zeros((pad,), np.float32)])
+        sh = NamedSharding(prog.mesh, P("data"))
+        rows = _local_rows(bs)
+        arrays = (jax.make_array_from_process_local_data(sh, a[rows]) for a in (x, y, w))
+        out = prog.eval_step(params, rest, *arrays)
+        totals += np.asarray(out, np.float64)
+    return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2])}
+
+
+def summary_lines(summary: dict[str, Any]) -> str:
+    keys = [
+        "status",
+        "dataset",
+        "model",
+        "optimizer",
+        "ko",
+        "epochs_completed",
+        "steps",
+        "test_accuracy",
+        "best_test_accuracy",
+        "neuron_similarity_mean",
+        "collision_rate",
+        "train_seconds",
+        "examples_per_second",
+        "data_wait_fraction",
+    ]
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
+        return str(v)
+
+    return format_table([(k, fmt(summary.get(k))) for k in keys])
+
+
+# ----------------------------------------------------------------- command line
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` except where the default is ``None``/``False`` (explained in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_training_args(
+    p: argparse.ArgumentParser,
+    *,
+    default_optimizer: str,
+    default_epochs: int,
+    default_batch: int,
+    default_lr: dict[str, float],
+    default_wd: dict[str, float],
+) -> None:
+    """The optimizer, training and checkpoint flags shared by the training scripts."""
+    g = p.add_argument_group("optimizer")
+    g.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=default_optimizer, help="base optimizer"
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the cosine schedule; default: "
+        + ", ".join(f"{k} {v:g}" for k, v in default_lr.items()),
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay: coupled L2 for sgd, decoupled for adamw/lamb; default: "
+        + ", ".join(f"{k} {v:g}" for k, v in default_wd.items()),
+    )
+    g.add_argument("--momentum", type=float, default=0.9, help="sgd momentum (0 = none)")
+    g.add_argument(
+        "--warmup-epochs", type=float, default=0.0, help="linear warm-up before the cosine decay"
+    )
+    g.add_argument(
+        "--ko",
+        choices=KO_KINDS,
+        default="none",
+        help="KO collisions on the gradients of the --ko-mask leaves: soft (Alg. 2) or hard "
+        "(Alg. 1)",
+    )
+    g.add_argument(
+        "--coll-coef",
+        type=float,
+        default=0.1,
+        help="KO collision coefficient (the paper gives no value)",
+    )
+    g.add_argument(
+        "--ko-mask",
+        default=r"classifier/kernel",
+        help="regular expression on parameter paths selecting the leaves KO collides",
+    )
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=default_epochs, help="training epochs")
+    g.add_argument("--batch-size", type=int, default=default_batch, help="global batch size")
+    g.add_argument("--eval-batch-size", type=int, default=512, help="test batch size")
+    g.add_argument("--seed", type=int, default=0, help="seed of init, data order, keys")
+    g.add_argument("--out", required=True, help="output directory")
+    g.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        help="use the first N local devices (default: all)",
+    )
+    g.add_argument(
+        "--parallel",
+        choices=("jit", "pmap"),
+        default="jit",
+        help="data parallelism: jit + NamedSharding (default) or jax.pmap",
+    )
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--ckpt-dir", default=None, help="orbax checkpoint directory (none: no saves)")
+    g.add_argument(
+        "--ckpt-every", type=int, default=500, help="save every N steps (and at the end)"
+    )
+    g.add_argument("--keep", type=int, default=3, help="keep the last K checkpoints")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest readable checkpoint in --ckpt-dir (if any)",
+    )
+    g.add_argument(
+        "--stop-after-steps",
+        type=int,
+        default=None,
+        help="testing aid: behave as if preempted (save and exit) after N steps of this run",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def resolve_training_args(
+    cfg: dict[str, Any],
+    parser: argparse.ArgumentParser,
+    default_lr: dict[str, float],
+    default_wd: dict[str, float],
+) -> dict[str, Any]:
+    """Fills optimizer defaults and rejects bad values with ``parser.error`` (exit code 2)."""
+    cfg["lr"] = default_lr[cfg["optimizer"]] if cfg["lr"] is None else cfg["lr"]
+    if cfg["weight_decay"] is None:
+        cfg["weight_decay"] = default_wd[cfg["optimizer"]]
+    for name in ("epochs", "batch_size", "eval_batch_size", "keep", "ckpt_every"):
+        if cfg[name] < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}.")
+    if not (cfg["lr"] > 0 and math.isfinite(cfg["lr"])):
+        parser.error(f"--lr must be a positive finite number, got {cfg['lr']}.")
+    if not (cfg["weight_decay"] >= 0 and math.isfinite(cfg["weight_decay"])):
+        parser.error(f"--weight-decay must be >= 0, got {cfg['weight_decay']}.")
+    if not 0.0 <= cfg["momentum"] < 1.0:
+        parser.error(f"--momentum must be in [0, 1), got {cfg['momentum']}.")
+    if not cfg["warmup_epochs"] >= 0:
+        parser.error(f"--warmup-epochs must be >= 0, got {cfg['warmup_epochs']}.")
+    if not 0.0 <= cfg["coll_coef"] <= 1.0:
+        parser.error(f"--coll-coef must be in [0, 1], got {cfg['coll_coef']}.")
+    if cfg["stop_after_steps"] is not None and cfg["stop_after_steps"] < 1:
+        parser.error(f"--stop-after-steps must be >= 1, got {cfg['stop_after_steps']}.")
+    if cfg["resume"] and not cfg["ckpt_dir"]:
+        parser.error("--resume needs --ckpt-dir (where the checkpoints are).")
+    return cfg

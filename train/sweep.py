@@ -1,0 +1,126 @@
+"""Results tables: several seeds of each variant of ``train.classify`` or ``train.text``.
+
+Each variant is a set of extra flags; every (variant, seed) run writes its own
+directory, and the sweep writes ``summary.json`` (per run and mean ± std per
+variant) and ``table.md``. Runs already finished (their ``summary.json`` says
+``completed``) are not repeated, so an interrupted sweep can be restarted.
+
+The published tables::
+
+    python -m train.sweep classify results/classify_digits --seeds 0 1 2 \\
+        --common "--width 16 --epochs 15" \\
+        --variant sgd "" --variant sgd+soft "--ko soft" --variant sgd+hard "--ko hard"
+
+    python -m train.sweep text results/text_synthetic --seeds 0 1 2 \\
+        --variant adamw "" --variant adamw+soft "--ko soft" --variant adamw+hard "--ko hard"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import time
+
+import numpy as np
+
+from train import classify, loop, text
+
+SCRIPTS = {"classify": classify, "text": text}
+METRICS = (
+    "test_accuracy",
+    "best_test_accuracy",
+    "neuron_similarity_mean",
+    "neuron_similarity_max",
+    "collision_rate",
+    "train_seconds",
+)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if v is not None], np.float64)
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(
+        prog="python -m train.sweep",
+        description="Run variants x seeds of train.classify or train.text and tabulate them.",
+    )
+    p.add_argument("script", choices=sorted(SCRIPTS))
+    p.add_argument("out", help="output directory")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--common", default="", help="flags given to every run (one string)")
+    p.add_argument(
+        "--variant",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "FLAGS"),
+        required=True,
+        help="a named variant and its extra flags (one string); repeatable",
+    )
+    args = p.parse_args(argv)
+    script = SCRIPTS[args.script]
+    os.makedirs(args.out, exist_ok=True)
+    runs = []
+    t0 = time.perf_counter()
+    for name, flags in args.variant:
+        for seed in args.seeds:
+            run_dir = os.path.join(args.out, "runs", f"{name}_seed{seed}")
+            path = os.path.join(run_dir, "summary.json")
+            done = None
+            if os.path.exists(path):
+                with open(path) as f:
+                    done = json.load(f)
+            if done is None or done.get("status") != "completed":
+                argv_run = shlex.split(args.common) + shlex.split(flags)
+                argv_run += ["--seed", str(seed), "--out", run_dir, "--no-progress"]
+                print(f"[sweep] {name} seed {seed}: {shlex.join(argv_run)}", flush=True)
+                done = script.main(argv_run)
+            runs.append({"variant": name, "seed": seed, **{k: done.get(k) for k in METRICS}})
+    table = {}
+    for name, _ in args.variant:
+        rows = [r for r in runs if r["variant"] == name]
+        table[name] = {k: mean_std([r[k] for r in rows]) for k in METRICS}
+    summary = {
+        "script": args.script,
+        "common": args.common,
+        "variants": dict(args.variant),
+        "seeds": args.seeds,
+        "runs": runs,
+        "mean_std": table,
+        "sweep_seconds": time.perf_counter() - t0,
+        "versions": loop.versions(),
+    }
+    loop.write_json(os.path.join(args.out, "summary.json"), summary)
+    lines = [
+        f"`python -m train.{args.script} {args.common}` + variant flags, seeds {args.seeds} "
+        "(mean ± std over seeds; std with ddof=1).",
+        "",
+        "| variant | flags | test acc. (last) | best test acc. | neuron sim. mean | "
+        "neuron sim. max | collision rate | train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, flags in args.variant:
+        t = table[name]
+
+        def f(k, d=4, t=t):
+            m, s = t[k]
+            return "n/a" if np.isnan(m) else f"{m:.{d}f} ± {s:.{d}f}"
+
+        lines.append(
+            f"| {name} | `{flags}` | {f('test_accuracy')} | {f('best_test_accuracy')} | "
+            f"{f('neuron_similarity_mean', 3)} | {f('neuron_similarity_max', 3)} | "
+            f"{f('collision_rate', 3)} | {f('train_seconds', 0)} |"
+        )
+    with open(os.path.join(args.out, "table.md"), "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
