@@ -32,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ko_update
 	$(BIN)/python -m benchmarks.kinetic_block
+	$(BIN)/python -m benchmarks.train_step
 
 clean:
 	rm -rf $(VENV)

@@ -7,7 +7,7 @@ Subpackages imported on demand: ``kinetix.nn`` (Flax NNX modules and models),
 ``kinetix.data`` (generated data sets).
 """
 
-from kinetix import collision, dsmc, metrics
+from kinetix import collision, diffusion, dsmc, metrics
 from kinetix.ko import KOState, canonicalize_key, ko_hard, ko_soft
 from kinetix.masks import leaf_paths, path_mask
 from kinetix.metrics import collision_rates
@@ -19,6 +19,7 @@ __all__ = [
     "canonicalize_key",
     "collision",
     "collision_rates",
+    "diffusion",
     "dsmc",
     "ko_hard",
     "ko_soft",

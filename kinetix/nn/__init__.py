@@ -1,5 +1,6 @@
 """Flax NNX modules of kinetix: the KITINet residual and the models built on it."""
 
+from kinetix.nn.diffusion import DiffusionLayer, GraphLaplacian
 from kinetix.nn.fno import (
     FNO,
     FNO1d,
@@ -11,6 +12,23 @@ from kinetix.nn.fno import (
     spectral_weights,
 )
 from kinetix.nn.kinetic import CollisionRate, KineticResidual, collision_rates
+from kinetix.nn.kinn import (
+    FNOKINN,
+    FNOKINN1d,
+    FNOKINN2d,
+    KINNBasicBlock,
+    KINNResNet,
+    KirchhoffBlock,
+    KirchhoffCell,
+    SpectralCoupling,
+    cascade_coefficients,
+    cascade_step,
+    cascade_step_response,
+    kinn_resnet18,
+    shared_coefficients,
+    zoh_coefficients,
+    zoh_step,
+)
 from kinetix.nn.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from kinetix.nn.transformer import EncoderLayer, TextEncoder
 
@@ -18,20 +36,37 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CollisionRate",
+    "DiffusionLayer",
     "EncoderLayer",
     "FNO",
     "FNO1d",
     "FNO2d",
+    "FNOKINN",
+    "FNOKINN1d",
+    "FNOKINN2d",
     "FourierLayer",
+    "GraphLaplacian",
+    "KINNBasicBlock",
+    "KINNResNet",
     "KineticResidual",
+    "KirchhoffBlock",
+    "KirchhoffCell",
     "ResNet",
     "SpectralConv",
+    "SpectralCoupling",
     "TextEncoder",
+    "cascade_coefficients",
+    "cascade_step",
+    "cascade_step_response",
     "collision_rates",
+    "kinn_resnet18",
     "layer_collision_rates",
     "pointwise_kernels",
     "resnet18",
     "resnet34",
     "resnet50",
+    "shared_coefficients",
     "spectral_weights",
+    "zoh_coefficients",
+    "zoh_step",
 ]
