@@ -73,6 +73,18 @@ def test_burgers_plain_run(tmp_path):
     assert len(rows) == 2 and "collision_rate" not in json.loads(rows[0])
 
 
+def test_burgers_kinn_run(tmp_path):
+    out = tmp_path / "k"
+    argv = ["--equation", "burgers", "--model", "fno_kinn", "--out", str(out), "--resolution", "64"]
+    summary = pde.main(argv + TINY + ["--kinn-order", "3", "--cache-dir", str(tmp_path / "cache")])
+    assert summary["collision_rate"] is None and 0 < summary["test_rel_l2"] < 10
+    assert summary["settings"]["kinn_order"] == 3 and summary["settings"]["rule"] is None
+    tau = summary["kinn_tau"]["median_per_layer_order"]
+    assert len(tau) == 4 and all(len(row) == 3 and min(row) > 0 for row in tau)
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert len(first["condensation_w_top_k"]) == 4  # W branches of the KINN couplings
+
+
 def test_sweep_table(tmp_path):
     """write_sweep_table on hand-made summaries (no training)."""
 
@@ -110,6 +122,8 @@ def test_sweep_table(tmp_path):
     assert "| burgers | fno_kinetic | hard_sphere | 0.3000 ± 0.0100 |" in text
     assert "0.1000, 0.2000" in text
     assert "burgers `test_rel_l2`: 0.1500 ± 0.0707" in text  # paired differences 0.1, 0.2
+    assert "| heat | fno_kinn | order None | 0.3000 ± 0.0100 |" in text
+    assert "Paired difference KINN − plain" in text
 
 
 @pytest.mark.parametrize(
@@ -160,6 +174,18 @@ def test_sweep_table(tmp_path):
             "invalid choice",
         ),
         (["--sweep-results", "d", "--equation", "heat"], "cannot be combined"),
+        (
+            ["--equation", "heat", "--model", "fno", "--out", "x", "--kinn-order", "3"],
+            "--kinn-order only applies",
+        ),
+        (
+            ["--equation", "heat", "--model", "fno_kinn", "--out", "x", "--kinn-order", "0"],
+            "--kinn-order must be",
+        ),
+        (
+            ["--equation", "heat", "--model", "fno_kinn", "--out", "x", "--rule", "released"],
+            "only applies to --model fno_kinetic",
+        ),
     ],
 )
 def test_bad_flags(argv, message, capsys):

@@ -1,14 +1,15 @@
-"""FNO vs. kinetic (KITINet) FNO on 1-D Burgers and 2-D heat, after the authors' FNO scripts.
+"""FNO vs. kinetic (KITINet) FNO vs. KINN FNO on 1-D Burgers and 2-D heat, after the authors' FNO scripts.
 
 Single run (one or several seeds)::
 
     python -m train.pde --equation burgers --model fno_kinetic --out results/pde/burgers_kin --quick
+    python -m train.pde --equation burgers --model fno_kinn --out /tmp/burgers_kinn --quick
     python -m train.pde --equation heat --model fno --out /tmp/heat --seeds 0 1 2 --epochs 50
 
-Results driver (plain vs. kinetic FNO, both equations, several seeds, at a
+Results driver (plain, kinetic and KINN FNO, both equations, several seeds, at a
 CPU-feasible size; writes ``table.md`` and ``summary.json``)::
 
-    python -m train.pde --sweep-results results/pde
+    python -m train.pde --sweep-results results/pde_kinn
 
 Set-up (released KITINet FNO scripts, after Li et al. 2021):
 
@@ -34,6 +35,13 @@ Set-up (released KITINet FNO scripts, after Li et al. 2021):
   epochs, scaled to the epoch count), batch 20, loss = relative L2 error
   (``LpLoss``) averaged over the batch (the released code sums it; Adam is
   nearly scale-free). The last incomplete batch of an epoch is dropped.
+* KINN (``fno_kinn``, :class:`kinetix.nn.FNOKINN1d` / ``FNOKINN2d``): the same
+  lift, projection, modes and width, each Fourier layer replaced by a
+  Kirchhoff cascade of order ``--kinn-order`` (default 2) driven by the layer's
+  ``K u + W u`` current, its state carried from layer to layer (exact ZOH,
+  ``dt = 1``, learnable per-order mixing; see :mod:`kinetix.nn.kinn`). The
+  final time constants ``tau = C / G`` (median over channels, per layer and
+  order) are reported as ``kinn_tau``.
 * Kinetic residual: ``coll_coef = 0.9``; rule ``--rule`` (``hard_sphere``, the
   kinetix default, or ``released``, the authors' code). Collisions act only in
   training; evaluation is in eval mode (exactly ``W u + K u``). Gradients go
@@ -81,17 +89,11 @@ from tqdm.auto import tqdm
 import kinetix
 from kinetix.data import pde
 from kinetix.metrics import channel_condensation
-from kinetix.nn.fno import (
-    FNO,
-    FNO1d,
-    FNO2d,
-    layer_collision_rates,
-    pointwise_kernels,
-    spectral_weights,
-)
+from kinetix.nn.fno import FNO, FNO1d, FNO2d, layer_collision_rates
+from kinetix.nn.kinn import FNOKINN, FNOKINN1d, FNOKINN2d
 
 EQUATIONS = ("burgers", "heat")
-MODELS = ("fno", "fno_kinetic")
+MODELS = ("fno", "fno_kinetic", "fno_kinn")
 RULES = ("hard_sphere", "released")
 
 BURGERS_NU = 0.1
@@ -104,6 +106,7 @@ LR = 1e-3
 WEIGHT_DECAY = 1e-4
 BATCH_SIZE = 20
 COLL_COEF = 0.9
+KINN_ORDER = 2
 TOP_K = 8
 LR_STEP_FRACTION = 0.1  # StepLR(step_size=100) over 1000 epochs
 LR_GAMMA = 0.5
@@ -191,7 +194,10 @@ def load_data(cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
 # -------------------------------------------------------------------------- model
 
 
-def build_model(cfg: dict[str, Any], rngs: nnx.Rngs) -> FNO:
+def build_model(cfg: dict[str, Any], rngs: nnx.Rngs) -> FNO | FNOKINN:
+    if cfg["model"] == "fno_kinn":
+        cls = FNOKINN1d if cfg["equation"] == "burgers" else FNOKINN2d
+        return cls(order=cfg["kinn_order"], rngs=rngs)
     kw = {"residual": "kinetic" if cfg["model"] == "fno_kinetic" else "plain", "rngs": rngs}
     if cfg["model"] == "fno_kinetic":
         kw.update(coll_coef=cfg["coll_coef"], rule=cfg["rule"], n_divide=cfg["n_divide"])
@@ -210,7 +216,30 @@ def lr_schedule(cfg: dict[str, Any], steps_per_epoch: int) -> optax.Schedule:
     )
 
 
-def condensation(model: FNO, k: int) -> dict[str, Any]:
+def _branches(model: FNO | FNOKINN) -> list[Any]:
+    """Each layer's module with the ``pointwise`` (W) and ``spectral`` (K) branches.
+
+    An FNO layer (``FourierLayer``) has them itself; a KINN layer in its coupling.
+    """
+    return [getattr(layer, "coupling", layer) for layer in model.layers]
+
+
+def pointwise_kernels(model: FNO | FNOKINN) -> list[jax.Array]:
+    """The ``(width, width)`` kernels of the pointwise W branches, one per layer."""
+    return [b.pointwise.kernel[...] for b in _branches(model)]
+
+
+def spectral_weights(model: FNO | FNOKINN) -> list[jax.Array]:
+    """The complex spectral weights of the K branches, one per layer."""
+    return [b.spectral.complex_weight() for b in _branches(model)]
+
+
+def collision_rates_of(model: FNO | FNOKINN) -> list[jax.Array] | None:
+    """Per-layer collision rates of a kinetic FNO; ``None`` for plain and KINN models."""
+    return layer_collision_rates(model) if isinstance(model, FNO) else None
+
+
+def condensation(model: FNO | FNOKINN, k: int) -> dict[str, Any]:
     """Top-k share and sorted channel norms of each layer's W kernel and K weights."""
     out: dict[str, Any] = {"w_top_k": [], "k_top_k": [], "w_sorted_norms": []}
     for w in pointwise_kernels(model):
@@ -241,7 +270,7 @@ def make_epoch_fn(graphdef, tx, batch_size: int, steps: int, cache_key: Any = No
     def loss_fn(params, rest, xb, yb, key):
         model = nnx.merge(graphdef, params, rest, copy=True)
         pred = model(xb, rngs=nnx.Rngs(collision=key))
-        rates = layer_collision_rates(model)
+        rates = collision_rates_of(model)
         rates = jnp.stack(rates) if rates is not None else jnp.zeros((0,), jnp.float32)
         return jnp.mean(rel_l2(pred, yb)), rates
 
@@ -388,6 +417,9 @@ def train_seed(
         }
     else:
         result["collision_rate"] = None
+    if isinstance(final, FNOKINN):
+        # (depth, order): median over channels of the final time constants tau = C / G
+        result["kinn_tau"] = np.median(np.asarray(final.time_constants()), axis=-1).tolist()
     return result, rows
 
 
@@ -462,6 +494,12 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
         }
     else:
         summary["collision_rate"] = None
+    if cfg["model"] == "fno_kinn":
+        summary["kinn_tau"] = {
+            "median_per_layer_order": np.mean([r["kinn_tau"] for r in results], axis=0).tolist(),
+            "note": "final tau = C / G per layer (rows) and cascade order (columns), median over "
+            "channels, mean over seeds; dt = 1",
+        }
     m, s = mean_std([r["train_seconds"] for r in results])
     summary.update(
         params=results[0]["params"],
@@ -500,16 +538,18 @@ def _fmt(m: float, s: float, digits: int = 4) -> str:
 
 def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, runtime, path: str):
     lines = [
-        "# Plain vs. kinetic (KITINet) FNO",
+        "# Plain vs. kinetic (KITINet) vs. KINN FNO",
         "",
-        f"Seeds {list(seeds)} (mean ± sample std over seeds; a seed fixes split, init and "
-        "collision keys, so `fno` and `fno_kinetic` of one seed start from the same parameters). "
+        f"Seeds {list(seeds)} (mean ± sample std over seeds; a seed fixes split, init, shuffling "
+        "and collision keys, so `fno` and `fno_kinetic` of one seed start from the same "
+        "parameters; `fno_kinn` has extra parameters, so only split and shuffling are shared). "
         "Test error = relative L2, eval mode (no collisions). Heat: trained at 32², tested at 32² "
         "and zero-shot at 64². Collision rate = fraction of candidate particle pairs that collided, "
-        "mean over all training steps and seeds, per Fourier layer.",
+        "mean over all training steps and seeds, per Fourier layer. KINN: Kirchhoff cascade of "
+        "the given order per layer, state carried across layers (`kinetix.nn.FNOKINN1d/2d`).",
         "",
-        "| equation | model | rule | test rel-L2 | test rel-L2 @64² | collision rate per block | overall | train s | s/epoch | params |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| equation | model | rule / order | test rel-L2 | test rel-L2 @64² | collision rate per block | overall | train s | s/epoch | params | test rel-L2 per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
         eq, model = s["equation"], s["model"]
@@ -517,25 +557,34 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
         per_block = ", ".join(f"{r:.4f}" for r in rate["per_block"]) if rate else "–"
         overall = f"{rate['overall']:.4f}" if rate else "–"
         t64 = _fmt(s["test_rel_l2_64"], s["test_rel_l2_64_std"]) if eq == "heat" else "–"
-        rule = s["settings"]["rule"] if model == "fno_kinetic" else "–"
+        variant = {
+            "fno_kinetic": s["settings"].get("rule"),
+            "fno_kinn": f"order {s['settings'].get('kinn_order')}",
+        }.get(model, "–")
+        per_seed = ", ".join(f"{r['test_rel_l2']:.4f}" for r in s["per_seed"])
         lines.append(
-            f"| {eq} | {model} | {rule} | {_fmt(s['test_rel_l2'], s['test_rel_l2_std'])} | {t64} | "
-            f"{per_block} | {overall} | {s['train_seconds']:.1f} ± {s['train_seconds_std']:.1f} | "
-            f"{s['median_epoch_seconds']:.2f} | {s['params']} |"
+            f"| {eq} | {model} | {variant} | {_fmt(s['test_rel_l2'], s['test_rel_l2_std'])} | "
+            f"{t64} | {per_block} | {overall} | "
+            f"{s['train_seconds']:.1f} ± {s['train_seconds_std']:.1f} | "
+            f"{s['median_epoch_seconds']:.2f} | {s['params']} | {per_seed} |"
         )
-    lines += ["", "Paired difference kinetic − plain (same seed), test rel-L2:", ""]
-    for eq in EQUATIONS:
-        plain, kin = summaries.get(f"{eq}_fno"), summaries.get(f"{eq}_fno_kinetic")
-        if not (plain and kin):
-            continue
-        keys = ["test_rel_l2"] + (["test_rel_l2_64"] if eq == "heat" else [])
-        for key in keys:
-            p = {r["seed"]: r[key] for r in plain["per_seed"]}
-            d = [r[key] - p[r["seed"]] for r in kin["per_seed"] if r["seed"] in p]
-            m, sd = mean_std(d)
-            lines.append(
-                f"- {eq} `{key}`: {_fmt(m, sd)} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
-            )
+    for other, label in (("fno_kinetic", "kinetic"), ("fno_kinn", "KINN")):
+        block = []
+        for eq in EQUATIONS:
+            plain, var = summaries.get(f"{eq}_fno"), summaries.get(f"{eq}_{other}")
+            if not (plain and var):
+                continue
+            keys = ["test_rel_l2"] + (["test_rel_l2_64"] if eq == "heat" else [])
+            for key in keys:
+                p = {r["seed"]: r[key] for r in plain["per_seed"]}
+                d = [r[key] - p[r["seed"]] for r in var["per_seed"] if r["seed"] in p]
+                m, sd = mean_std(d)
+                block.append(
+                    f"- {eq} `{key}`: {_fmt(m, sd)} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
+                )
+        if block:
+            lines += ["", f"Paired difference {label} − plain (same seed), test rel-L2:", ""]
+            lines += block
     lines += [
         "",
         "Sizes used here vs. the released scripts:",
@@ -557,7 +606,7 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
 
 
 def sweep(base: dict[str, Any], out: str, progress: bool, command: str) -> dict[str, Any]:
-    """Runs plain and kinetic FNO on both equations; writes table.md and summary.json."""
+    """Runs plain, kinetic and KINN FNO on both equations; writes table.md and summary.json."""
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
     summaries, sizes = {}, {}
@@ -604,12 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m train.pde",
         description=(
-            "Train an FNO (plain residual W u + K u) or a kinetic FNO (KITINet collision step "
-            "between the W and K branches) on 1-D Burgers (u(.,0) -> u(.,1), nu = 0.1) or the "
+            "Train an FNO (plain residual W u + K u), a kinetic FNO (KITINet collision step "
+            "between the W and K branches) or a KINN FNO (Kirchhoff cell cascade per layer, "
+            "driven by W u + K u) on 1-D Burgers (u(.,0) -> u(.,1), nu = 0.1) or the "
             "2-D heat equation (u0 -> uT; train at 32x32, test at 32x32 and zero-shot 64x64). "
             "Writes summary.json, metrics.jsonl, condensation.png and run.json to --out. "
-            "With --sweep-results DIR instead: runs both models on both equations for several "
-            "seeds and writes DIR/table.md and DIR/summary.json."
+            "With --sweep-results DIR instead: runs all three models on both equations for "
+            "several seeds and writes DIR/table.md and DIR/summary.json."
         ),
     )
     p.add_argument(
@@ -618,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         choices=MODELS,
-        help="fno: plain residual; fno_kinetic: KITINet residual (required unless --sweep-results)",
+        help="fno: plain residual; fno_kinetic: KITINet residual; fno_kinn: Kirchhoff cascade "
+        "layers (required unless --sweep-results)",
     )
     p.add_argument(
         "--out", help="output directory, created if missing (required unless --sweep-results)"
@@ -626,7 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sweep-results",
         metavar="DIR",
-        help="results driver: run fno and fno_kinetic on burgers and heat for --seeds "
+        help="results driver: run fno, fno_kinetic and fno_kinn on burgers and heat for --seeds "
         f"(default {list(SWEEP_SEEDS)}) at CPU-feasible sizes ({SWEEP}); size flags override them",
     )
     p.add_argument(
@@ -709,6 +760,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid points per particle, integer or 'auto' (128 particles); default: burgers 4, heat auto",
     )
     p.add_argument(
+        "--kinn-order",
+        type=int,
+        default=KINN_ORDER,
+        help="cells per Kirchhoff cascade, >= 1 (fno_kinn only; default %(default)s)",
+    )
+    p.add_argument(
         "--top-k",
         type=int,
         default=TOP_K,
@@ -741,8 +798,10 @@ def resolve_config(base: dict[str, Any], equation: str, model: str) -> dict[str,
         cfg["resolution"] = HEAT_TEST_RES
     if cfg["n_divide"] is None:
         cfg["n_divide"] = 4 if equation == "burgers" else "auto"
-    if model == "fno":
+    if model != "fno_kinetic":
         cfg["coll_coef"], cfg["rule"], cfg["n_divide"] = None, None, None
+    if model != "fno_kinn":
+        cfg["kinn_order"] = None
     return cfg
 
 
@@ -824,7 +883,9 @@ def parse(
         p.error(
             "--resolution applies to burgers only (heat is trained at 32x32 and tested at 32x32 and 64x64)"
         )
-    if args.sweep_results is None and args.model == "fno":
+    if args.kinn_order < 1:
+        p.error(f"--kinn-order must be >= 1, got {args.kinn_order}")
+    if args.sweep_results is None and args.model != "fno_kinetic":
         for flag, given in (
             ("--coll-coef", args.coll_coef != COLL_COEF),
             ("--rule", args.rule != "hard_sphere"),
@@ -832,6 +893,8 @@ def parse(
         ):
             if given:
                 p.error(f"{flag} only applies to --model fno_kinetic")
+    if args.sweep_results is None and args.model != "fno_kinn" and args.kinn_order != KINN_ORDER:
+        p.error("--kinn-order only applies to --model fno_kinn")
     if args.quick:
         preset = QUICK
     else:
@@ -852,6 +915,7 @@ def parse(
         "coll_coef": args.coll_coef,
         "rule": args.rule,
         "n_divide": args.n_divide,
+        "kinn_order": args.kinn_order,
         "top_k": args.top_k,
         "data_seed": args.data_seed,
         "cache_dir": args.cache_dir,
