@@ -41,7 +41,6 @@ Residual = Literal["plain", "kinetic"]
 BlockKind = Literal["basic", "bottleneck"]
 
 
-
 def _batch_norm(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
     # PyTorch's BatchNorm2d defaults: momentum 0.1 (= flax 0.9), eps 1e-5.
     return nnx.BatchNorm(features, momentum=0.9, epsilon=1e-5, rngs=rngs)
