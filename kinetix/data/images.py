@@ -34,7 +34,6 @@ a data set that needs them is loaded (they are in the ``kinetix[train]`` extra).
 from __future__ import annotations
 
 import functools
-import operator
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -42,6 +41,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kinetix.data.pde import _check_int
 
 __all__ = [
     "IMAGE_DATASETS",
@@ -96,18 +97,6 @@ class ImageData(NamedTuple):
 # --------------------------------------------------------------------------- #
 # Argument checks
 # --------------------------------------------------------------------------- #
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return value
 
 
 def _check_fraction(value, name: str) -> float:

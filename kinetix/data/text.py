@@ -34,7 +34,6 @@ Choices:
 
 from __future__ import annotations
 
-import operator
 import os
 import re
 from collections import Counter
@@ -44,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 
 from kinetix.data.images import DatasetNotPreparedError, _read_tfds
+from kinetix.data.pde import _check_int
 
 __all__ = [
     "PAD",
@@ -117,18 +117,6 @@ class TextData(NamedTuple):
     num_classes: int
     name: str
     vocab: list[str] | None  # id -> word; vocab[0] = "<pad>", vocab[1] = "<unk>"
-
-
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return value
 
 
 # --------------------------------------------------------------------------- #
