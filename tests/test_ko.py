@@ -364,3 +364,96 @@ def test_nnx_optimizer():
     assert losses[-1] < losses[0]
     rates = kinetix.collision_rates(opt.opt_state)
     assert list(rates) and all("classifier" in k for k in rates)
+
+
+class _BNNet:
+    """A conv + BatchNorm + classifier network (built lazily: flax is imported in the test)."""
+
+    @staticmethod
+    def make(seed: int):
+        from flax import nnx
+
+        class Net(nnx.Module):
+            def __init__(self, rngs):
+                self.conv = nnx.Conv(1, 4, (3, 3), rngs=rngs)
+                self.bn = nnx.BatchNorm(4, momentum=0.9, rngs=rngs)
+                self.classifier = nnx.Linear(4, 6, rngs=rngs)
+
+            def __call__(self, x):
+                h = jax.nn.relu(self.bn(self.conv(x)))
+                return self.classifier(h.mean(axis=(1, 2)))
+
+        return Net(nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize("kind", ["soft", "hard", "optax_masked_hard"])
+def test_masked_ko_inside_nnx_optimizer_with_batchnorm(kind):
+    """path_mask + nnx.Optimizer(wrt=nnx.Param) on a BatchNorm model equals plain optax.
+
+    The same update computed by ``optax`` on the pure parameter pytree (an
+    independent path, no NNX) must give the same parameters and KO state; the
+    BatchNorm statistics are updated by the forward pass and untouched by the
+    optimizer; only the masked leaf collides.
+    """
+    from flax import nnx
+
+    mask = kinetix.path_mask(r"classifier/kernel")
+
+    def make_tx():
+        if kind == "soft":
+            ko = kinetix.ko_soft(0.5, mask=mask)
+        elif kind == "hard":
+            ko = kinetix.ko_hard(1.0, key=3, mask=mask)
+        else:
+            ko = optax.masked(kinetix.ko_hard(1.0, key=3), mask)
+        return optax.chain(ko, optax.sgd(0.1, momentum=0.9))
+
+    model = _BNNet.make(0)
+    opt = nnx.Optimizer(model, make_tx(), wrt=nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (32, 6, 6, 1))
+    y = jax.random.randint(jax.random.key(1), (32,), 0, 6)
+
+    def loss_fn(model):
+        return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+    @nnx.jit
+    def step(model, opt):
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        opt.update(model, grads)
+        return loss, grads
+
+    # the independent path: pure pytrees, optax only
+    ref_model = _BNNet.make(0)
+    graphdef, params, rest = nnx.split(ref_model, nnx.Param, ...)
+    params = nnx.to_pure_dict(params)
+    tx = make_tx()
+    ref_state = tx.init(params)
+    stats_before = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+
+    @jax.jit
+    def ref_step(params, rest, opt_state):
+        def f(p):
+            m = nnx.merge(graphdef, p, rest, copy=True)
+            loss = loss_fn(m)
+            return loss, nnx.state(m, nnx.BatchStat)
+
+        (loss, stats), g = jax.value_and_grad(f, has_aux=True)(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, stats
+
+    for _ in range(3):
+        loss, grads = step(model, opt)
+        # (training-mode BatchNorm normalises with the batch's statistics, so the
+        # running averages in `rest` do not enter the loss)
+        params, ref_state, ref_loss, _ = ref_step(params, rest, ref_state)
+        np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
+    got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, params)
+    # only the classifier kernel collided; BatchNorm statistics moved, and not via the optimizer
+    rates = kinetix.collision_rates(opt.opt_state)
+    assert list(rates) and all("classifier" in k and "kernel" in k for k in rates), rates
+    assert all(v > 0 for v in rates.values()), rates
+    stats_after = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+    assert not np.allclose(stats_after["bn"]["mean"], stats_before["bn"]["mean"])
+    opt_paths = jax.tree.leaves(kinetix.leaf_paths(opt.opt_state))
+    assert not any("bn/mean" in p or "bn/var" in p for p in opt_paths), opt_paths

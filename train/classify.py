@@ -172,7 +172,7 @@ def make_apply(mean: np.ndarray, std: np.ndarray, crop_pad: int, flip: bool) -> 
 
 def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dict[str, Any]:
     """Trains one configuration (see :func:`build_parser` for the keys)."""
-    loop.maybe_initialize_distributed()
+    loop.initialize_distributed(cfg)
     data = image_data.load_images(
         cfg["dataset"], data_dir=cfg["data_dir"], split_seed=cfg["split_seed"]
     )
@@ -216,10 +216,11 @@ def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dic
 
     os.makedirs(cfg["out"], exist_ok=True)
     run_info = {k: v for k, v in cfg.items() if k not in ("schedule", "resume_keys")}
-    loop.write_json(
-        os.path.join(cfg["out"], "run.json"),
-        {"command": command, "config": run_info, "versions": loop.versions()},
-    )
+    if jax.process_index() == 0:
+        loop.write_json(
+            os.path.join(cfg["out"], "run.json"),
+            {"command": command, "config": run_info, "versions": loop.versions()},
+        )
     summary = loop.run_training(
         prog=prog,
         params=params,
@@ -244,10 +245,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python -m train.classify " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         summary = run(cfg, progress=not cfg["no_progress"], command=command)
-    except image_data.DatasetNotPreparedError as e:
+    except (image_data.DatasetNotPreparedError, loop.DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(loop.summary_lines(summary))
+    if jax.process_index() == 0:
+        print(loop.summary_lines(summary))
     return summary
 
 

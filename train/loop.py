@@ -66,23 +66,239 @@ import kinetix
 # ----------------------------------------------------------------- distributed
 
 
-def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` when a multi-host environment is set.
+class DistributedError(RuntimeError):
+    """A multi-process run could not start or lost a peer (wrong address, missing process, timeout)."""
+
+
+def initialize_distributed(cfg: dict[str, Any]) -> bool:
+    """Joins a multi-process run (``jax.distributed.initialize``) when one is configured.
+
+    The settings come from :func:`resolve_training_args`: ``--coordinator
+    HOST:PORT --num-processes N --process-id I`` (or the environment variables
+    ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``, read
+    and passed explicitly), or ``KINETIX_DISTRIBUTED=1`` for clusters JAX
+    detects by itself (TPU pods, SLURM, Open MPI). Must run before anything
+    touches a JAX device. Joining waits at most ``--dist-timeout`` seconds for
+    every process; then a :class:`DistributedError` says what to check.
 
     Returns:
-      whether it was called. Set ``JAX_COORDINATOR_ADDRESS`` (with
-      ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``) or ``KINETIX_DISTRIBUTED=1``
-      (clusters JAX detects by itself: TPU pods, SLURM, Open MPI).
+      whether this process is part of a multi-process run.
     """
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("KINETIX_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
-        return True
-    return False
+    coord, nproc, pid = cfg.get("coordinator"), cfg.get("num_processes"), cfg.get("process_id")
+    auto = os.environ.get("KINETIX_DISTRIBUTED") == "1"
+    if coord is None and not auto:
+        return False
+    if jax.distributed.is_initialized():
+        return jax.process_count() > 1
+    timeout = int(cfg.get("dist_timeout") or 300)
+    where = (
+        f"coordinator {coord}, process {pid} of {nproc}"
+        if coord is not None
+        else "KINETIX_DISTRIBUTED=1 (cluster auto-detection)"
+    )
+    if coord is not None:
+        # JAX's runtime aborts the process (a C++ fatal error) when a peer is missing;
+        # a rendezvous of our own first turns that into a clear, catchable error
+        rendezvous(coord, nproc, pid, timeout)
+    try:
+        if coord is not None:
+            jax.distributed.initialize(
+                coordinator_address=coord,
+                num_processes=nproc,
+                process_id=pid,
+                initialization_timeout=timeout,
+            )
+        else:
+            jax.distributed.initialize(initialization_timeout=timeout)
+    except Exception as e:  # noqa: BLE001 - every failure gets the same advice
+        msg = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+        raise DistributedError(
+            f"could not join the multi-process run ({where}) within {timeout} s: {msg}. "
+            "Start every process with the same --coordinator and --num-processes and a "
+            "distinct --process-id in 0..N-1, before any other JAX work; process 0 must be "
+            "reachable at the coordinator address (raise --dist-timeout for slow starts)."
+        ) from None
+    return jax.process_count() > 1
+
+
+def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_s: float) -> None:
+    """Waits until all ``num_processes`` processes are up, or raises :class:`DistributedError`.
+
+    Process 0 listens on the coordinator's port + 1 (TCP) and waits for every
+    other process to say its id; the others retry connecting until
+    ``timeout_s``. Missing, duplicate or inconsistent process ids are reported
+    by number. A no-op for one process.
+    """
+    import socket
+
+    if num_processes <= 1:
+        return
+    host, _, port_s = coordinator.rpartition(":")
+    port = int(port_s) + 1
+    deadline = time.monotonic() + timeout_s
+    hello = f"kinetix {num_processes}"
+
+    def fail(msg: str):
+        raise DistributedError(
+            f"{msg} Start every process with the same --coordinator and --num-processes and a "
+            "distinct --process-id in 0..N-1 (raise --dist-timeout for slow starts)."
+        )
+
+    if process_id == 0:
+        try:
+            srv = socket.create_server(("", port), reuse_port=False)
+        except OSError as e:
+            fail(f"process 0 cannot listen on port {port} (the --coordinator port + 1): {e}.")
+        peers: dict[int, socket.socket] = {}
+        try:
+            while len(peers) < num_processes - 1:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    missing = sorted(set(range(1, num_processes)) - set(peers))
+                    fail(
+                        f"process(es) {missing} of {num_processes} did not join within "
+                        f"{timeout_s:g} s (coordinator {coordinator})."
+                    )
+                srv.settimeout(left)
+                try:
+                    conn, _ = srv.accept()
+                except TimeoutError:
+                    continue
+                conn.settimeout(max(1.0, deadline - time.monotonic()))
+                try:
+                    words = conn.recv(64).decode().split()
+                except OSError:
+                    conn.close()
+                    continue
+                if len(words) != 3 or " ".join(words[:2]) != hello or not words[2].isdigit():
+                    conn.sendall(f"error {' '.join(words[:2])} != {hello}".encode())
+                    conn.close()
+                    fail(f"a process joined with different settings ({' '.join(words)!r}).")
+                pid = int(words[2])
+                if pid in peers or not 0 < pid < num_processes:
+                    conn.sendall(b"error duplicate")
+                    conn.close()
+                    fail(f"two processes joined as --process-id {pid}.")
+                peers[pid] = conn
+            for conn in peers.values():
+                conn.sendall(b"ok")
+        finally:
+            for conn in peers.values():
+                conn.close()
+            srv.close()
+        return
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=deadline - time.monotonic()) as c:
+                c.sendall(f"{hello} {process_id}".encode())
+                c.settimeout(max(1.0, deadline - time.monotonic()))
+                reply = c.recv(64).decode()
+            if reply == "ok":
+                return
+            fail(f"process 0 refused process {process_id}: {reply}.")
+        except OSError as e:  # not listening yet, or it went away: retry until the deadline
+            last = e
+            time.sleep(0.2)
+    fail(
+        f"process {process_id} could not reach process 0 at {host}:{port} within "
+        f"{timeout_s:g} s ({last})."
+    )
+
+
+def barrier(name: str, timeout_s: float) -> None:
+    """Waits until every process reaches barrier ``name``; a clear error after ``timeout_s``.
+
+    A no-op in a single-process run. Uses the distributed runtime's barrier
+    (JAX's coordination service), which takes a timeout.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed as _dist
+
+    client = getattr(_dist.global_state, "client", None)
+    try:
+        if client is not None and hasattr(client, "wait_at_barrier"):
+            client.wait_at_barrier(name, int(timeout_s * 1000))
+        else:  # an older/newer runtime without the client barrier: a collective instead
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+    except Exception as e:  # noqa: BLE001
+        raise DistributedError(
+            f"process {jax.process_index()} waited more than {timeout_s:g} s at barrier "
+            f"{name!r} for the other {jax.process_count() - 1} process(es) ({e}). One of them "
+            "failed or is slower to start: check its output, or raise --dist-timeout."
+        ) from None
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process (a collective: every process must call it)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
+
+
+def replica_fingerprint(tree: Any) -> np.ndarray:
+    """One CRC32 per leaf of the data this process holds of a replicated ``tree``.
+
+    Raises:
+      RuntimeError: when two local devices hold different values of a leaf
+        that should be replicated (they must be bitwise identical).
+    """
+    import zlib
+
+    out = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        shards = [np.asarray(sh.data) for sh in leaf.addressable_shards]
+        for sh in shards[1:]:
+            if sh.tobytes() != shards[0].tobytes():
+                raise RuntimeError(
+                    f"replicas diverged: the devices of process {jax.process_index()} hold "
+                    f"different values of {jax.tree_util.keystr(path)}."
+                )
+        out.append(zlib.crc32(shards[0].tobytes()))
+    return np.asarray(out, np.uint32)
+
+
+def check_replicas(tree: Any) -> int:
+    """Checks that every device of every process holds the same replicated ``tree``, bitwise.
+
+    Returns:
+      the number of leaves checked. Raises ``RuntimeError`` naming the first
+      leaf that differs between processes (or between local devices).
+    """
+    mine = replica_fingerprint(tree)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        every = np.asarray(multihost_utils.process_allgather(mine.view(np.int32))).view(np.uint32)
+        every = every.reshape(jax.process_count(), -1)
+        bad = np.nonzero(np.any(every != every[0], axis=0))[0]
+        if bad.size:
+            paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
+            raise RuntimeError(
+                f"replicas diverged across processes: {[paths[i] for i in bad[:5]]} differ."
+            )
+    return int(mine.size)
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D ``("data",)`` mesh over the first ``num_devices`` devices (all by default)."""
+    """A 1-D ``("data",)`` mesh over the first ``num_devices`` devices (all by default).
+
+    In a multi-process run the mesh spans every device of every process (the
+    global devices, in process order) and ``num_devices`` must be left out.
+    """
     devices = jax.devices()
+    if num_devices is not None and jax.process_count() > 1 and num_devices != len(devices):
+        raise ValueError(
+            f"--devices {num_devices}: a multi-process run uses every device of every "
+            f"process ({len(devices)} here); leave --devices out."
+        )
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
             raise ValueError(
@@ -90,7 +306,10 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
                 f"pass a number between 1 and {len(devices)}."
             )
         devices = devices[:num_devices]
-    return Mesh(np.asarray(devices), ("data",))
+    # Auto axis: the step is written for compiler-chosen shardings (jit in/out shardings)
+    return jax.make_mesh(
+        (len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices
+    )
 
 
 # ----------------------------------------------------------------- optimizer
@@ -354,7 +573,27 @@ def init_state(prog: Program, params, rest, seed: int) -> TrainState:
         key=key,
         sums=jnp.zeros((3,), jnp.float32),
     )
-    return jax.device_put(state, NamedSharding(prog.mesh, P()))
+    return put_replicated(state, prog.mesh)
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+    """``tree`` (the same values on every process) replicated on every device of ``mesh``.
+
+    ``jax.device_put`` only reaches this process's devices; with several
+    processes each one supplies its local copies (``make_array_from_callback``).
+    """
+    sharding = NamedSharding(mesh, P())
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(x))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        arr = np.asarray(x)
+        return jax.make_array_from_callback(arr.shape, sharding, lambda idx: arr[idx])
+
+    return jax.tree.map(put, tree)
 
 
 def replicate(prog: Program, tree: Any) -> Any:
@@ -522,6 +761,66 @@ class Checkpoints:
         self.manager.close()
 
 
+def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
+    """A checkpoint of :class:`Checkpoints` as NumPy arrays, whatever topology wrote it.
+
+    Reads checkpoint ``step`` (the newest by default) of ``directory`` onto this
+    process's first device, so a checkpoint written by 8 devices or by several
+    processes can be inspected on a laptop. Typed PRNG keys come back as their
+    ``uint32`` key data.
+
+    Returns:
+      ``(step, tree)``: the nested dicts/lists of the saved :class:`TrainState`.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = os.path.abspath(directory)
+    if step is None:
+        steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {directory}.")
+        step = steps[-1]
+    path = os.path.join(directory, str(step), "default")
+    import logging
+
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax warns that an item has no step metadata
+    with ocp.StandardCheckpointer() as reader:
+        try:
+            meta = reader.metadata(path)
+        finally:
+            absl_log.setLevel(level)
+        meta = getattr(meta, "item_metadata", meta)
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta
+        )
+        tree = reader.restore(path, abstract)
+
+    def host(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return step, jax.tree.map(host, tree)
+
+
+def _check_same_restore(restored: TrainState | None) -> None:
+    """Every process must resume from the same checkpoint (a collective)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    mine = -1 if restored is None else int(restored.step)
+    steps = np.asarray(multihost_utils.process_allgather(np.asarray([mine], np.int32))).ravel()
+    if np.any(steps != steps[0]):
+        raise DistributedError(
+            f"the processes restored different checkpoints (steps {steps.tolist()}, -1 = none): "
+            "every process must see the same --ckpt-dir (a shared file system or bucket)."
+        )
+
+
 def _check_restored(state: TrainState, target: TrainState, step: int) -> None:
     if jax.tree.structure(state) != jax.tree.structure(target):
         raise ValueError("checkpoint tree structure differs from the model's")
@@ -687,6 +986,7 @@ def run_training(
         if ckpt is None:
             raise ValueError("--resume needs --ckpt-dir (where the checkpoints are).")
         restored = ckpt.restore_latest(state)
+        _check_same_restore(restored)
         if restored is not None:
             state = restored
             resumed_from = int(state.step)
@@ -694,9 +994,10 @@ def run_training(
     rows = [r for r in read_metrics(metrics_path) if r["epoch"] * steps_per_epoch <= start]
     if start == 0:
         rows = []
-    with open(metrics_path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    if jax.process_index() == 0:
+        with open(metrics_path, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
     train_seconds = rows[-1]["train_seconds"] if rows else 0.0
     data_wait = sum(r.get("data_wait_seconds", 0.0) for r in rows)
 
@@ -718,7 +1019,10 @@ def run_training(
     stop_after = cfg.get("stop_after_steps")
     t_loop = time.perf_counter()
     bar = None
-    if progress:
+    multi = jax.process_count() > 1
+    timeout = float(cfg.get("dist_timeout") or 300.0)
+    barrier("kinetix-train-start", timeout)
+    if progress and jax.process_index() == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_steps, initial=start, desc=title, unit="step", dynamic_ncols=True)
@@ -750,7 +1054,9 @@ def run_training(
                         bar.update(step - bar.n)
                     if ckpt and cfg.get("ckpt_every") and step % cfg["ckpt_every"] == 0:
                         ckpt.save(step, host_state(state))
-                    if stop or (stop_after is not None and steps_this_run >= stop_after):
+                    # a signal to any process stops every process at the same step
+                    stopping = any_process(bool(stop)) if multi else bool(stop)
+                    if stopping or (stop_after is not None and steps_this_run >= stop_after):
                         status = "preempted"
                         break
             finally:
@@ -793,14 +1099,17 @@ def run_training(
                     f"acc {row['train_accuracy']:.4f} | test loss {row['test_loss']:.4f} "
                     f"acc {row['test_accuracy']:.4f}"
                 )
-            zero = jnp.zeros_like(hs.sums)
+            zero = np.zeros(hs.sums.shape, hs.sums.dtype)
             if prog.parallel == "pmap":
                 state = state._replace(sums=replicate(prog, zero))
             else:
-                state = state._replace(sums=jax.device_put(zero, NamedSharding(prog.mesh, P())))
+                state = state._replace(sums=put_replicated(zero, prog.mesh))
         if bar is not None:
             bar.close()
         final = host_state(state)
+        replicas_checked = None
+        if prog.parallel == "jit" and (ndev > 1 or multi):
+            replicas_checked = check_replicas(final)  # bitwise, every device of every process
         if ckpt:
             ckpt.save(int(final.step), final)
             ckpt.close()
@@ -819,6 +1128,8 @@ def run_training(
         "batch_size": bs,
         "devices": ndev,
         "parallel": prog.parallel,
+        "processes": jax.process_count(),
+        "replicas_checked": replicas_checked,
         "resumed_from_step": resumed_from,
         "test_accuracy": rows[-1]["test_accuracy"] if rows else None,
         "best_test_accuracy": max(r["test_accuracy"] for r in rows) if rows else None,
@@ -834,6 +1145,7 @@ def run_training(
     if jax.process_index() == 0:
         write_json(os.path.join(out, "summary.json"), summary)
         plot_curves(rows, os.path.join(out, "curves.png"), title)
+    barrier("kinetix-train-end", timeout)
     if status == "preempted":
         why = f"signal {stop.signal}" if stop.signal is not None else "--stop-after-steps"
         where = f" to {ckpt.directory}" if ckpt else " (no --ckpt-dir: nothing saved)"
@@ -987,6 +1299,27 @@ def add_training_args(
         default=None,
         help="testing aid: behave as if preempted (save and exit) after N steps of this run",
     )
+    g = p.add_argument_group(
+        "multi-process (one process per host; all flags fall back to the JAX_* variables)"
+    )
+    g.add_argument(
+        "--coordinator",
+        default=None,
+        help="HOST:PORT of process 0's coordination service (env JAX_COORDINATOR_ADDRESS); "
+        "with --num-processes and --process-id this process joins a multi-process run",
+    )
+    g.add_argument(
+        "--num-processes", type=int, default=None, help="processes in all (env JAX_NUM_PROCESSES)"
+    )
+    g.add_argument(
+        "--process-id", type=int, default=None, help="this process, 0..N-1 (env JAX_PROCESS_ID)"
+    )
+    g.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the other processes at start-up and at every barrier",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -1017,4 +1350,49 @@ def resolve_training_args(
         parser.error(f"--stop-after-steps must be >= 1, got {cfg['stop_after_steps']}.")
     if cfg["resume"] and not cfg["ckpt_dir"]:
         parser.error("--resume needs --ckpt-dir (where the checkpoints are).")
+    _resolve_distributed(cfg, parser)
     return cfg
+
+
+_DIST_ENV = {
+    "coordinator": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
+
+
+def _resolve_distributed(cfg: dict[str, Any], parser: argparse.ArgumentParser) -> None:
+    """Fills the multi-process settings from the flags, else the ``JAX_*`` variables; checks them."""
+    for key, env in _DIST_ENV.items():
+        if cfg.get(key) is None and os.environ.get(env):
+            value = os.environ[env]
+            if key != "coordinator":
+                try:
+                    value = int(value)
+                except ValueError:
+                    parser.error(f"{env}={value!r} must be an integer.")
+            cfg[key] = value
+    given = [k for k in _DIST_ENV if cfg.get(k) is not None]
+    if given and len(given) < 3:
+        missing = [
+            f"--{k.replace('_', '-')} (or {_DIST_ENV[k]})" for k in _DIST_ENV if k not in given
+        ]
+        parser.error(
+            f"a multi-process run needs all three settings; missing: {', '.join(missing)}."
+        )
+    if not given:
+        return
+    coord = str(cfg["coordinator"])
+    host, _, port = coord.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"--coordinator must be HOST:PORT (e.g. 127.0.0.1:8476), got {coord!r}.")
+    if cfg["num_processes"] < 1:
+        parser.error(f"--num-processes must be >= 1, got {cfg['num_processes']}.")
+    if not 0 <= cfg["process_id"] < cfg["num_processes"]:
+        parser.error(
+            f"--process-id must be in 0..{cfg['num_processes'] - 1}, got {cfg['process_id']}."
+        )
+    if cfg.get("parallel") == "pmap" and cfg["num_processes"] > 1:
+        parser.error("--parallel pmap runs in one process only; use --parallel jit (the default).")
+    if not cfg.get("dist_timeout", 300.0) > 0:
+        parser.error(f"--dist-timeout must be > 0, got {cfg['dist_timeout']}.")

@@ -164,7 +164,7 @@ def apply(model: nnx.Module, tokens: jax.Array, key: jax.Array | None, train: bo
 
 def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dict[str, Any]:
     """Trains one configuration (see :func:`build_parser` for the keys)."""
-    loop.maybe_initialize_distributed()
+    loop.initialize_distributed(cfg)
     data = text_data.load_text(
         cfg["dataset"],
         data_dir=cfg["data_dir"],
@@ -216,10 +216,11 @@ def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dic
     loop.check_ko_mask(params, cfg["ko"], cfg["ko_mask"])
     os.makedirs(cfg["out"], exist_ok=True)
     run_info = {k: v for k, v in cfg.items() if k not in ("schedule", "resume_keys")}
-    loop.write_json(
-        os.path.join(cfg["out"], "run.json"),
-        {"command": command, "config": run_info, "versions": loop.versions()},
-    )
+    if jax.process_index() == 0:
+        loop.write_json(
+            os.path.join(cfg["out"], "run.json"),
+            {"command": command, "config": run_info, "versions": loop.versions()},
+        )
     return loop.run_training(
         prog=prog,
         params=params,
@@ -242,10 +243,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python -m train.text " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         summary = run(cfg, progress=not cfg["no_progress"], command=command)
-    except text_data.DatasetNotPreparedError as e:
+    except (text_data.DatasetNotPreparedError, loop.DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(loop.summary_lines(summary))
+    if jax.process_index() == 0:
+        print(loop.summary_lines(summary))
     return summary
 
 

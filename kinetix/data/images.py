@@ -337,7 +337,7 @@ def _augment(key, images, pad, flip):
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
     def crop(img, off):
-        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, c))
+        return jax.lax.dynamic_slice(img, (off[0], off[1], jnp.zeros((), off.dtype)), (h, w, c))
 
     out = jax.vmap(crop)(padded, offsets)
     if flip:
