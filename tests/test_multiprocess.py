@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -38,13 +39,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(module: str, args: list[str], *, n: int = 2, devices: int = 4, timeout: float = 600,
-           dist_timeout: int = 120, only: list[int] | None = None):  # fmt: skip
-    """Runs ``python -m module args`` as ``n`` processes of one distributed run.
-
-    Returns:
-      ``[(returncode, stdout, stderr)]`` per launched process.
-    """
+def start(module: str, args: list[str], *, n: int = 2, devices: int = 4,
+          dist_timeout: int = 120, only: list[int] | None = None) -> list[subprocess.Popen]:  # fmt: skip
+    """Starts ``python -m module args`` as ``n`` processes of one distributed run."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
     env.update(
@@ -60,6 +57,11 @@ def launch(module: str, args: list[str], *, n: int = 2, devices: int = 4, timeou
         procs.append(
             subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         )
+    return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float = 600):
+    """``[(returncode, stdout, stderr)]`` of every process; kills them all after ``timeout``."""
     results = []
     deadline = time.time() + timeout
     try:
@@ -72,6 +74,11 @@ def launch(module: str, args: list[str], *, n: int = 2, devices: int = 4, timeou
                 p.kill()
                 p.communicate()
     return results
+
+
+def launch(module: str, args: list[str], *, timeout: float = 600, **kw):
+    """Runs a distributed run to its end: ``[(returncode, stdout, stderr)]`` per process."""
+    return wait(start(module, args, **kw), timeout)
 
 
 def _ok(results):
@@ -130,6 +137,52 @@ def test_text_two_processes_match_one_process(tmp_path):
     args = [*TEXT_ARGS, "--out", out, "--ckpt-dir", out + "/ckpt", "--stop-after-steps", "2"]
     _ok(launch("train.text", args))
     replay_matches(out, 2, TEXT_ARGS, [], main=text.main)
+
+
+def _wait_for_checkpoint(out: str, procs, limit: float = 300) -> None:
+    deadline = time.time() + limit
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        if os.path.isdir(out + "/ckpt") and any(d.isdigit() for d in os.listdir(out + "/ckpt")):
+            return
+        time.sleep(0.05)
+
+
+def test_sigterm_to_one_process_stops_all_at_the_same_step(tmp_path):
+    """SIGTERM to process 1 only: both save the same step and exit 0; --resume completes."""
+    out = str(tmp_path / "sig")
+    args = [*CLASSIFY_ARGS, "--epochs", "4", "--out", out, "--ckpt-dir", out + "/ckpt"]
+    procs = start("train.classify", args)
+    _wait_for_checkpoint(out, procs)
+    procs[1].send_signal(signal.SIGTERM)
+    results = wait(procs)
+    _ok(results)
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    if summary["status"] == "completed":  # the signal came after the end: nothing to test
+        pytest.skip("training finished before the signal arrived")
+    assert summary["status"] == "preempted"
+    assert f"stopped by signal {int(signal.SIGTERM)}" in results[1][2]
+    assert "stopped by a signal to another process" in results[0][2]
+    step, _ = loop.read_checkpoint(out + "/ckpt")
+    assert step == summary["steps"] < 20
+    _ok(launch("train.classify", [*args, "--resume"]))
+    with open(os.path.join(out, "summary.json")) as f:
+        resumed = json.load(f)
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == step
+    assert resumed["steps"] == 20
+
+
+def test_killed_process_stops_the_others(tmp_path):
+    """A process killed mid-run (SIGKILL): the other exits non-zero within --dist-timeout."""
+    out = str(tmp_path / "kill")
+    args = [*CLASSIFY_ARGS, "--epochs", "20", "--out", out, "--ckpt-dir", out + "/ckpt"]
+    procs = start("train.classify", args, dist_timeout=10)
+    _wait_for_checkpoint(out, procs)
+    t = time.time()
+    procs[1].kill()
+    [(rc0, _, err0), _] = wait(procs, timeout=120)
+    assert rc0 != 0, err0[-2000:]
+    assert time.time() - t < 90
 
 
 def test_missing_peer_fails_within_timeout(tmp_path):

@@ -79,7 +79,10 @@ def initialize_distributed(cfg: dict[str, Any]) -> bool:
     and passed explicitly), or ``KINETIX_DISTRIBUTED=1`` for clusters JAX
     detects by itself (TPU pods, SLURM, Open MPI). Must run before anything
     touches a JAX device. Joining waits at most ``--dist-timeout`` seconds for
-    every process; then a :class:`DistributedError` says what to check.
+    every process; then a :class:`DistributedError` says what to check. The
+    same limit is JAX's heartbeat timeout: when a process dies mid-run, JAX's
+    runtime stops the others (non-zero exit, "another task died") after at
+    most that long instead of letting them wait in a collective forever.
 
     Returns:
       whether this process is part of a multi-process run.
@@ -107,9 +110,12 @@ def initialize_distributed(cfg: dict[str, Any]) -> bool:
                 num_processes=nproc,
                 process_id=pid,
                 initialization_timeout=timeout,
+                heartbeat_timeout_seconds=timeout,
             )
         else:
-            jax.distributed.initialize(initialization_timeout=timeout)
+            jax.distributed.initialize(
+                initialization_timeout=timeout, heartbeat_timeout_seconds=timeout
+            )
     except Exception as e:  # noqa: BLE001 - every failure gets the same advice
         msg = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
         raise DistributedError(
@@ -1015,6 +1021,7 @@ def run_training(
         return unreplicate(s) if prog.parallel == "pmap" else s
 
     status = "completed"
+    stopped_by_peer = False
     steps_this_run = 0
     stop_after = cfg.get("stop_after_steps")
     t_loop = time.perf_counter()
@@ -1056,6 +1063,8 @@ def run_training(
                         ckpt.save(step, host_state(state))
                     # a signal to any process stops every process at the same step
                     stopping = any_process(bool(stop)) if multi else bool(stop)
+                    if stopping and not stop:
+                        stopped_by_peer = True
                     if stopping or (stop_after is not None and steps_this_run >= stop_after):
                         status = "preempted"
                         break
@@ -1147,7 +1156,12 @@ def run_training(
         plot_curves(rows, os.path.join(out, "curves.png"), title)
     barrier("kinetix-train-end", timeout)
     if status == "preempted":
-        why = f"signal {stop.signal}" if stop.signal is not None else "--stop-after-steps"
+        if stop.signal is not None:
+            why = f"signal {stop.signal}"
+        elif stopped_by_peer:
+            why = "a signal to another process of this run"
+        else:
+            why = "--stop-after-steps"
         where = f" to {ckpt.directory}" if ckpt else " (no --ckpt-dir: nothing saved)"
         print(f"stopped by {why} at step {int(final.step)}; state saved{where}.", file=sys.stderr)
     return summary
