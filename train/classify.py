@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     command = "python -m train.classify " + shlex.join(sys.argv[1:] if argv is None else argv)
     try:
         summary = run(cfg, progress=not cfg["no_progress"], command=command)
-    except (image_data.DatasetNotPreparedError, loop.DistributedError) as e:
+    except (image_data.DatasetNotPreparedError, loop.DistributedError, loop.SetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     if jax.process_index() == 0:

@@ -66,6 +66,10 @@ import kinetix
 # ----------------------------------------------------------------- distributed
 
 
+class SetupError(ValueError):
+    """The command's set-up cannot run as asked (the CLIs print it and exit with code 2)."""
+
+
 class DistributedError(RuntimeError):
     """A multi-process run could not start or lost a peer (wrong address, missing process, timeout)."""
 
@@ -247,8 +251,13 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
 
 
-def replica_fingerprint(tree: Any) -> np.ndarray:
+def replica_fingerprint(tree: Any, *, all_shards: bool = True) -> np.ndarray:
     """One CRC32 per leaf of the data this process holds of a replicated ``tree``.
+
+    Args:
+      tree: replicated arrays (typed PRNG keys are read as their key data).
+      all_shards: also check that every local device holds the same bytes
+        (else only the first local copy is read).
 
     Raises:
       RuntimeError: when two local devices hold different values of a leaf
@@ -260,7 +269,8 @@ def replica_fingerprint(tree: Any) -> np.ndarray:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
-        shards = [np.asarray(sh.data) for sh in leaf.addressable_shards]
+        copies = leaf.addressable_shards if all_shards else leaf.addressable_shards[:1]
+        shards = [np.asarray(sh.data) for sh in copies]
         for sh in shards[1:]:
             if sh.tobytes() != shards[0].tobytes():
                 raise RuntimeError(
@@ -610,7 +620,13 @@ def replicate(prog: Program, tree: Any) -> Any:
 
 
 def unreplicate(state: TrainState) -> TrainState:
-    return jax.tree.map(lambda x: x[0], state)
+    """For ``--parallel pmap``: the first replica, on its own device.
+
+    Reads the first device's shard (``x.addressable_shards[0]``) instead of
+    ``x[0]``, which runs a gather over all the pmap devices (it aborted XLA:CPU
+    now and then under pytest-xdist with 8 fake devices).
+    """
+    return jax.tree.map(lambda x: x.addressable_shards[0].data[0], state)
 
 
 # ----------------------------------------------------------------- data feeding
@@ -687,12 +703,33 @@ class Checkpoints:
         on resume (a different model/data/optimizer set-up is refused).
     """
 
-    def __init__(self, directory: str, keep: int, config: dict[str, Any]):
+    def __init__(
+        self,
+        directory: str,
+        keep: int,
+        config: dict[str, Any],
+        *,
+        fresh: bool = False,
+        overwrite: bool = False,
+    ):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.directory = os.path.abspath(directory)
-        os.makedirs(self.directory, exist_ok=True)
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise SetupError(f"--ckpt-dir {self.directory} is a file; pass a directory.")
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            probe = os.path.join(self.directory, f".write-test-{os.getpid()}")
+            with open(probe, "w") as f:
+                f.write("ok")
+            os.remove(probe)
+        except OSError as e:
+            raise SetupError(
+                f"--ckpt-dir {self.directory} is not writable ({e.strerror}); choose another."
+            ) from None
+        if fresh:
+            self._claim(overwrite)
         opts = ocp.CheckpointManagerOptions(
             max_to_keep=max(1, keep), create=True, enable_async_checkpointing=False
         )
@@ -700,6 +737,28 @@ class Checkpoints:
         self.manager = ocp.CheckpointManager(self.directory, options=opts)
         self.config = config
         self._saved: set[int] = set()
+
+    def _claim(self, overwrite: bool) -> None:
+        """A fresh run needs an empty directory: refuse, or move what is there aside."""
+        entries = sorted(e for e in os.listdir(self.directory) if not e.startswith(".write-test-"))
+        if not entries:
+            return
+        if not overwrite:
+            shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+            raise SetupError(
+                f"--ckpt-dir {self.directory} is not empty ({len(entries)} entries: {shown}). "
+                "Pass --resume to continue the run saved there, choose an empty --ckpt-dir, or "
+                "pass --overwrite to move its contents to a replaced-<time> folder inside it "
+                "(nothing is deleted)."
+            )
+        if jax.process_index() == 0:
+            aside = os.path.join(self.directory, f"replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.makedirs(aside, exist_ok=True)
+            for e in entries:
+                if not e.startswith("replaced-"):
+                    os.replace(os.path.join(self.directory, e), os.path.join(aside, e))
+            print(f"--overwrite: moved the previous contents of --ckpt-dir to {aside}.",
+                  file=sys.stderr)  # fmt: skip
 
     def save(self, step: int, state: TrainState) -> None:
         """Saves ``state`` as checkpoint ``step`` (once per step and process)."""
@@ -711,18 +770,29 @@ class Checkpoints:
         self.manager.wait_until_finished()
         self._saved.add(step)
         if jax.process_index() == 0:
-            with open(os.path.join(self.directory, "config.json"), "w") as f:
-                json.dump(self.config, f, indent=1, sort_keys=True)
+            # an integrity record (CRC32 of every array), checked when the checkpoint is restored
+            crcs = replica_fingerprint(state, all_shards=False)
+            record = {"step": step, "crc32": [int(c) for c in crcs]}
+            write_json(os.path.join(self.directory, str(step), INTEGRITY_FILE), record)
+            write_json(os.path.join(self.directory, "config.json"), self.config)
 
     def check_config(self) -> None:
         path = os.path.join(self.directory, "config.json")
         if not os.path.exists(path):
             return
-        with open(path) as f:
-            saved = json.load(f)
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError) as e:
+            warnings.warn(
+                f"{path} is unreadable ({e}); the set-up of the saved run cannot be compared "
+                "with this one. Resuming anyway: the checkpoints' structure is still checked.",
+                stacklevel=2,
+            )
+            return
         diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
         if diff:
-            raise ValueError(
+            raise SetupError(
                 f"--resume: the checkpoints in {self.directory} were written by a different "
                 f"set-up: {diff} (saved, now). Use the same flags, or a new --ckpt-dir."
             )
@@ -743,6 +813,7 @@ class Checkpoints:
                 with self._ocp.StandardCheckpointer() as reader:
                     state = reader.restore(path, abstract)
                 _check_restored(state, target, step)
+                _check_integrity(state, os.path.join(self.directory, str(step)))
                 restored = state
                 break
             except Exception as e:  # noqa: BLE001 - any failure means "unusable"
@@ -810,6 +881,34 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
         return np.asarray(x)
 
     return step, jax.tree.map(host, tree)
+
+
+INTEGRITY_FILE = "kinetix_integrity.json"
+"""Per checkpoint: the CRC32 of every saved array (in ``<ckpt-dir>/<step>/``)."""
+
+
+def _check_integrity(state: TrainState, step_dir: str) -> None:
+    """Raises ``ValueError`` when a restored array differs from what was saved."""
+    path = os.path.join(step_dir, INTEGRITY_FILE)
+    if not os.path.exists(path):
+        warnings.warn(
+            f"{step_dir} has no integrity record ({INTEGRITY_FILE}; written by an older kinetix?): "
+            "its arrays cannot be verified.",
+            stacklevel=3,
+        )
+        return
+    with open(path) as f:
+        saved = json.load(f)["crc32"]
+    now = replica_fingerprint(state, all_shards=False)
+    if len(saved) != len(now):
+        raise ValueError(f"integrity record lists {len(saved)} arrays, the checkpoint {len(now)}")
+    bad = [i for i, (a, b) in enumerate(zip(saved, now.tolist(), strict=True)) if a != b]
+    if bad:
+        paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state)]
+        raise ValueError(
+            f"integrity check failed: {len(bad)} array(s) differ from what was saved "
+            f"(e.g. {paths[bad[0]]}); the checkpoint is corrupt"
+        )
 
 
 def _check_same_restore(restored: TrainState | None) -> None:
@@ -986,16 +1085,27 @@ def run_training(
     metrics_path = os.path.join(out, "metrics.jsonl")
     if cfg.get("ckpt_dir"):
         ckpt_cfg = {k: cfg[k] for k in cfg.get("resume_keys", ()) if k in cfg}
-        ckpt = Checkpoints(cfg["ckpt_dir"], cfg.get("keep", 3), ckpt_cfg)
+        ckpt = Checkpoints(
+            cfg["ckpt_dir"],
+            cfg.get("keep", 3),
+            ckpt_cfg,
+            fresh=not cfg.get("resume"),
+            overwrite=bool(cfg.get("overwrite")),
+        )
     resumed_from = None
     if cfg.get("resume"):
         if ckpt is None:
-            raise ValueError("--resume needs --ckpt-dir (where the checkpoints are).")
+            raise SetupError("--resume needs --ckpt-dir (where the checkpoints are).")
         restored = ckpt.restore_latest(state)
         _check_same_restore(restored)
         if restored is not None:
             state = restored
             resumed_from = int(state.step)
+        elif jax.process_index() == 0:
+            print(
+                f"--resume: no checkpoint in {ckpt.directory}; starting from step 0.",
+                file=sys.stderr,
+            )
     start = int(state.step)
     rows = [r for r in read_metrics(metrics_path) if r["epoch"] * steps_per_epoch <= start]
     if start == 0:
@@ -1059,7 +1169,10 @@ def run_training(
                             refresh=False,
                         )
                         bar.update(step - bar.n)
-                    if ckpt and cfg.get("ckpt_every") and step % cfg["ckpt_every"] == 0:
+                    due = bool(cfg.get("ckpt_every")) and step % cfg["ckpt_every"] == 0
+                    # an epoch's last step is saved after its evaluation (below), so that a
+                    # resume there finds the epoch's metrics row written and the sums reset
+                    if ckpt and due and step != end:
                         ckpt.save(step, host_state(state))
                     # a signal to any process stops every process at the same step
                     stopping = any_process(bool(stop)) if multi else bool(stop)
@@ -1073,7 +1186,7 @@ def run_training(
             jax.block_until_ready(state)
             train_seconds += time.perf_counter() - t0
             data_wait += feed.wait_s
-            if status == "preempted":
+            if status == "preempted" and step != end:
                 break
             # ---- end of epoch: evaluate and log
             hs = host_state(state)
@@ -1113,6 +1226,12 @@ def run_training(
                 state = state._replace(sums=replicate(prog, zero))
             else:
                 state = state._replace(sums=put_replicated(zero, prog.mesh))
+            if ckpt and (
+                status == "preempted" or (cfg.get("ckpt_every") and step % cfg["ckpt_every"] == 0)
+            ):
+                ckpt.save(step, host_state(state))
+            if status == "preempted":
+                break
         if bar is not None:
             bar.close()
         final = host_state(state)
@@ -1306,6 +1425,12 @@ def add_training_args(
         "--resume",
         action="store_true",
         help="continue from the newest readable checkpoint in --ckpt-dir (if any)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a non-empty --ckpt-dir, moving its contents to a replaced-<time> "
+        "folder inside it (without it, a fresh run refuses a non-empty --ckpt-dir)",
     )
     g.add_argument(
         "--stop-after-steps",
