@@ -415,8 +415,23 @@ def test_bit_flipped_checkpoint_is_detected_and_skipped(straight, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         summary, _ = _run(str(tmp_path), "flip", "--resume")
+    # which check fires depends on where the flip lands (CRC32 mismatch, non-finite values,
+    # a decoding error); each one skips the checkpoint with a warning naming it
     msgs = [str(w.message) for w in caught if "checkpoint 4" in str(w.message)]
-    assert any("integrity check failed" in m for m in msgs), msgs
     assert msgs, [str(w.message) for w in caught]
     assert summary["resumed_from_step"] == 3
+    _assert_bitwise(_final_state(out)[1], reference)
+    # the CRC32 record itself: a checkpoint whose arrays no longer match it is skipped
+    record = os.path.join(out, "ckpt", "10", loop.INTEGRITY_FILE)
+    with open(record) as f:
+        rec = json.load(f)
+    rec["crc32"][0] ^= 1
+    with open(record, "w") as f:
+        json.dump(rec, f)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary, _ = _run(str(tmp_path), "flip", "--resume")
+    msgs = [str(w.message) for w in caught if "checkpoint 10" in str(w.message)]
+    assert any("integrity check failed" in m for m in msgs), [str(w.message) for w in caught]
+    assert summary["resumed_from_step"] == 9
     _assert_bitwise(_final_state(out)[1], reference)
