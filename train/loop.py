@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -68,6 +69,12 @@ import kinetix
 
 class SetupError(ValueError):
     """The command's set-up cannot run as asked (the CLIs print it and exit with code 2)."""
+
+
+_DIST_ADVICE = (
+    "Start every process with the same --coordinator and --num-processes and a distinct "
+    "--process-id in 0..N-1 (raise --dist-timeout for slow starts)."
+)
 
 
 class DistributedError(RuntimeError):
@@ -124,9 +131,8 @@ def initialize_distributed(cfg: dict[str, Any]) -> bool:
         msg = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
         raise DistributedError(
             f"could not join the multi-process run ({where}) within {timeout} s: {msg}. "
-            "Start every process with the same --coordinator and --num-processes and a "
-            "distinct --process-id in 0..N-1, before any other JAX work; process 0 must be "
-            "reachable at the coordinator address (raise --dist-timeout for slow starts)."
+            "Process 0 must be reachable at the coordinator address, and every process must "
+            f"join before any other JAX work. {_DIST_ADVICE}"
         ) from None
     return jax.process_count() > 1
 
@@ -149,10 +155,7 @@ def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_s:
     hello = f"kinetix {num_processes}"
 
     def fail(msg: str):
-        raise DistributedError(
-            f"{msg} Start every process with the same --coordinator and --num-processes and a "
-            "distinct --process-id in 0..N-1 (raise --dist-timeout for slow starts)."
-        )
+        raise DistributedError(f"{msg} {_DIST_ADVICE}")
 
     if process_id == 0:
         try:
@@ -251,6 +254,11 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
 
 
+def _key_data(x: jax.Array) -> jax.Array:
+    """A typed PRNG key array as its ``uint32`` key data; any other array unchanged."""
+    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
 def replica_fingerprint(tree: Any, *, all_shards: bool = True) -> np.ndarray:
     """One CRC32 per leaf of the data this process holds of a replicated ``tree``.
 
@@ -267,8 +275,7 @@ def replica_fingerprint(tree: Any, *, all_shards: bool = True) -> np.ndarray:
 
     out = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            leaf = jax.random.key_data(leaf)
+        leaf = _key_data(leaf)
         copies = leaf.addressable_shards if all_shards else leaf.addressable_shards[:1]
         shards = [np.asarray(sh.data) for sh in copies]
         for sh in shards[1:]:
@@ -858,8 +865,6 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
             raise FileNotFoundError(f"no checkpoint in {directory}.")
         step = steps[-1]
     path = os.path.join(directory, str(step), "default")
-    import logging
-
     dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     absl_log = logging.getLogger("absl")
     level = absl_log.level
@@ -874,13 +879,7 @@ def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
             lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta
         )
         tree = reader.restore(path, abstract)
-
-    def host(x):
-        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        return np.asarray(x)
-
-    return step, jax.tree.map(host, tree)
+    return step, jax.tree.map(lambda x: np.asarray(_key_data(x)), tree)
 
 
 INTEGRITY_FILE = "kinetix_integrity.json"
@@ -1226,9 +1225,7 @@ def run_training(
                 state = state._replace(sums=replicate(prog, zero))
             else:
                 state = state._replace(sums=put_replicated(zero, prog.mesh))
-            if ckpt and (
-                status == "preempted" or (cfg.get("ckpt_every") and step % cfg["ckpt_every"] == 0)
-            ):
+            if ckpt and (status == "preempted" or due):  # `due` of the epoch's last step
                 ckpt.save(step, host_state(state))
             if status == "preempted":
                 break
