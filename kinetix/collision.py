@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from kinetix.validation import check_int, check_real
+
 HardRule = Literal["paper", "released"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -72,7 +74,8 @@ def as_particles(x: jax.Array, axis: int = -1) -> jax.Array:
         raise ValueError(f"as_particles needs an array with at least 2 dimensions, got {x.shape=}.")
     axis = _normalize_axis(axis, x.ndim)
     moved = jnp.moveaxis(x, axis, 0)
-    return moved.reshape(moved.shape[0], -1)
+    # Explicit sizes: ``reshape(n, -1)`` is ambiguous for zero-size arrays.
+    return moved.reshape(moved.shape[0], math.prod(moved.shape[1:]))
 
 
 def from_particles(p: jax.Array, shape: tuple[int, ...], axis: int = -1) -> jax.Array:
@@ -83,14 +86,8 @@ def from_particles(p: jax.Array, shape: tuple[int, ...], axis: int = -1) -> jax.
 
 
 def static_int(value, name: str) -> int:
-    """``int(value)``, with a clear error when ``value`` is a traced array."""
-    try:
-        return int(value)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerIntegerConversionError):
-        raise TypeError(
-            f"{name} must be a Python int, got a traced value. Under optax.inject_hyperparams "
-            f"pass static_args=({name!r},)."
-        ) from None
+    """``int(value)`` for an int scalar, with a clear error for a traced value, bool or float."""
+    return check_int(value, name)
 
 
 def _normalize_axis(axis: int, ndim: int) -> int:
@@ -122,34 +119,80 @@ def _compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def pow2_scale(x: jax.Array, axis=None) -> jax.Array:
+    """A power of two ``p`` with ``max|x| / p`` in ``[1/2, 1)``, as a constant (no gradient).
+
+    Dividing by ``p`` is exact, so collisions computed on ``x / p`` and scaled
+    back by ``p`` are exactly scale covariant for power-of-two scales (and to
+    rounding for any other), and norms and squared distances can neither
+    overflow nor underflow. ``p = 1`` where ``max|x|`` is 0 or not finite; the
+    exponent is clamped so that ``p`` and ``1 / p`` are finite
+    (at most ``2**100`` either way in float32).
+
+    Args:
+      x: a floating-point array.
+      axis: reduce over these axes (``keepdims``); ``None``: the whole array.
+
+    Returns:
+      ``p``, of ``x``'s dtype, broadcastable against ``x``.
+    """
+    m = jnp.max(jnp.abs(x), axis=axis, keepdims=axis is not None)
+    _, e = jnp.frexp(m)
+    e = jnp.where(jnp.isfinite(m) & (m > 0), e, 0)
+    limit = jnp.finfo(x.dtype).maxexp - 28
+    e = jnp.clip(e, -limit, limit)
+    return jax.lax.stop_gradient(jnp.ldexp(jnp.ones_like(m), e))
+
+
+def all_finite(*xs: jax.Array) -> jax.Array:
+    """True (a bool scalar) when every element of every array is finite."""
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(x)) for x in xs])
+
+
 def cosine_similarity(x: jax.Array) -> jax.Array:
     """Cosine similarity matrix of the rows of ``x`` (``(N, D) -> (N, N)``).
 
-    A zero row has cosine 0 with every row, itself included, so the result is
-    always finite.
+    Each row is divided by its largest magnitude before its norm is taken, so
+    rows of any finite scale (``1e-30`` or ``1e30`` in float32) give their exact
+    cosines. A zero row has cosine 0 with every row, itself included.
     """
     x = x.astype(_compute_dtype(x.dtype))
+    m = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    x = x / jnp.where(m > 0, m, 1.0)
     norm = jnp.linalg.norm(x, axis=-1, keepdims=True)
     unit = x / jnp.where(norm > 0, norm, 1.0)
     return jnp.matmul(unit, unit.T, precision=_HIGHEST)
 
 
-def pairwise_distance(x: jax.Array) -> jax.Array:
-    """Euclidean distance matrix of the rows of ``x`` (``(N, D) -> (N, N)``).
+def scaled_distance(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Pairwise distances of the rows of ``x`` in units of :func:`pow2_scale`: ``(d / p, p)``.
 
-    Computed as ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j`` on mean-centred rows (distances
-    are translation invariant; centring limits the cancellation error), so it
-    needs ``O(N^2)`` memory, not ``O(N^2 D)``.
+    ``d / p`` never overflows or underflows, whatever the scale of ``x``;
+    ratios of distances (KO's Eq. 7) are taken on it.
     """
     x = x.astype(_compute_dtype(x.dtype))
+    p = pow2_scale(x)
+    x = x / p
     x = x - jnp.mean(x, axis=0, keepdims=True)
     sq = jnp.sum(x * x, axis=-1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * jnp.matmul(x, x.T, precision=_HIGHEST)
     d2 = jnp.maximum(d2, 0.0) * (1.0 - jnp.eye(x.shape[0], dtype=x.dtype))
-    return jnp.sqrt(d2)
+    return jnp.sqrt(d2), p
 
 
-@functools.partial(jax.jit, static_argnames=("include_self",))
+def pairwise_distance(x: jax.Array) -> jax.Array:
+    """Euclidean distance matrix of the rows of ``x`` (``(N, D) -> (N, N)``).
+
+    Computed as ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j`` on mean-centred rows scaled
+    by a power of two (distances are translation invariant; centring limits the
+    cancellation error, scaling prevents overflow and underflow), so it needs
+    ``O(N^2)`` memory, not ``O(N^2 D)``. A distance beyond the dtype's range is
+    ``inf``.
+    """
+    d, p = scaled_distance(x)
+    return d * p
+
+
 def soft_collide(
     w: jax.Array,
     g: jax.Array,
@@ -183,6 +226,19 @@ def soft_collide(
       and a :class:`CollisionInfo` counting the off-diagonal pairs with non-zero
       coupling.
 
+    Numerics: cosines are taken on rows divided by their largest magnitude and
+    the update on ``g / p`` (``p`` a power of two, :func:`pow2_scale`), so
+    ``soft_collide(w, s * g) == s * soft_collide(w, g)`` exactly for power-of-two
+    ``s`` (to rounding for any ``s``) at every finite scale of ``w`` and ``g``.
+    If ``w`` or ``g`` holds NaN or inf, ``g`` is returned unchanged (0 pairs).
+    A traced ``coll_coef`` is not checked: a negative value reverses the
+    collision, an infinite one gives non-finite output (:func:`kinetix.ko_soft`
+    then passes the gradient through and counts it in ``nonfinite_skips``).
+
+    Raises:
+      ValueError: ``coll_coef < 0``, or NaN/inf in ``coll_coef`` or
+        ``threshold`` (Python, NumPy or concrete JAX scalars).
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from kinetix import collision
@@ -192,8 +248,18 @@ def soft_collide(
       >>> g_star.shape, int(info.num_pairs)
       ((3, 2), 3)
     """
+    check_real(coll_coef, "coll_coef", low=0.0, where="soft_collide")
+    if threshold is not None:
+        check_real(threshold, "threshold", where="soft_collide")
+    return _soft_collide(w, g, coll_coef, threshold=threshold, include_self=bool(include_self))
+
+
+@functools.partial(jax.jit, static_argnames=("include_self",))
+def _soft_collide(w, g, coll_coef, *, threshold, include_self):
     w, g = jnp.asarray(w), jnp.asarray(g)
     _check_pair(w, g, "soft_collide")
+    if g.size == 0:
+        return g, _info(jnp.zeros([], jnp.int32), g.shape[0])
     dtype = _compute_dtype(g.dtype)
     s = cosine_similarity(w) * cosine_similarity(g)
     if threshold is not None:
@@ -202,9 +268,13 @@ def soft_collide(
     if not include_self:
         s = s * off_diag
     g32 = g.astype(dtype)
-    g_star = g32 - jnp.asarray(coll_coef, dtype) * jnp.matmul(s, g32, precision=_HIGHEST)
+    p = pow2_scale(g32)
+    gs = g32 / p
+    g_star = (gs - jnp.asarray(coll_coef, dtype) * jnp.matmul(s, gs, precision=_HIGHEST)) * p
+    finite = all_finite(w, g)
+    g_star = jnp.where(finite, g_star, g32)
     num_pairs = jnp.sum(jnp.triu((s != 0) * off_diag, k=1), dtype=jnp.int32)
-    return g_star.astype(g.dtype), _info(num_pairs, w.shape[0])
+    return g_star.astype(g.dtype), _info(jnp.where(finite, num_pairs, 0), w.shape[0])
 
 
 def _info(num_pairs: jax.Array, n: int) -> CollisionInfo:
@@ -222,7 +292,7 @@ def acceptance_ratio(w: jax.Array, g: jax.Array, length_scale: ArrayLike = 1.0) 
     w, g = jnp.asarray(w), jnp.asarray(g)
     dtype = _compute_dtype(g.dtype)
     w_r = pairwise_distance(w)
-    g_r = pairwise_distance(g)
+    g_r, _ = scaled_distance(g)  # the ratio g_r / g_r^max does not depend on g's scale
     g_max = jnp.max(g_r)
     return g_r * jnp.exp(-w_r / jnp.asarray(length_scale, dtype)) / jnp.where(g_max > 0, g_max, 1.0)
 
@@ -251,7 +321,9 @@ def acceptance_matrix(
 def upper_accept(ratio: jax.Array, coll_coef: ArrayLike) -> jax.Array:
     """``ratio > 1 - coll_coef`` on the strict upper triangle (and never where ``ratio == 0``)."""
     n = ratio.shape[-1]
-    accept = (ratio > 1.0 - jnp.asarray(coll_coef, ratio.dtype)) & (ratio > 0)
+    # A traced coll_coef outside [0, 1] acts as the nearest bound; NaN as 0.
+    coef = jnp.clip(jnp.asarray(coll_coef, ratio.dtype), 0.0, 1.0)
+    accept = (ratio > 1.0 - coef) & (ratio > 0)
     return accept & (jnp.arange(n)[:, None] < jnp.arange(n)[None, :])
 
 
@@ -259,8 +331,11 @@ def pair_normals(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype) ->
     """Standard normal vectors, one per pair ``(i[k], j[k])``, shape ``(len(i), dim)``.
 
     The vector of pair ``(i, j)`` depends only on ``key``, ``i`` and ``j``, not on
-    how many pairs collide nor on how they are chunked, so results are identical
-    for any ``chunk_size`` and on any number of devices.
+    how many pairs collide nor on how they are chunked, so the same pairs get the
+    same directions for any ``chunk_size`` and on any number of devices. (The sum
+    of a particle's pair updates is accumulated chunk by chunk, so different
+    chunk sizes change its summation order: results agree to float rounding,
+    measured ~1e-6 relative in float32, not bitwise.)
     """
 
     def one(ii, jj):
@@ -501,7 +576,6 @@ def _exchange_bwd(chunk, s_det, s_rand, res, cot):
 _exchange.defvjp(_exchange_fwd, _exchange_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))
 def hard_collide(
     w: jax.Array,
     g: jax.Array,
@@ -556,7 +630,25 @@ def hard_collide(
       rule: ``"paper"`` or ``"released"``, see above.
       scale: multiplies the whole collision update (1 by default).
       chunk_size: number of pairs processed at once; default keeps
-        ``chunk_size * D <= 2**20`` and ``chunk_size <= 4096``. Only memory and speed depend on it.
+        ``chunk_size * D <= 2**20`` and ``chunk_size <= 4096``. Memory and speed
+        depend on it, and the summation order of a particle's pair updates
+        (results agree to float rounding across chunk sizes, not bitwise).
+
+    Numerics: the pairs are chosen and exchanged on ``g / p`` with ``p`` a power
+    of two (:func:`pow2_scale`), and the result scaled back, so
+    ``hard_collide(w, s * g) == s * hard_collide(w, g)`` exactly (same key) for
+    power-of-two ``s`` and to rounding for any ``s``, for every finite scale of
+    ``g`` (``1e-30`` to ``1e30`` in float32; the representable range in
+    bfloat16/float16, computed in float32). Finite input gives finite output.
+    If ``w`` or ``g`` holds NaN or inf, ``g`` is returned unchanged and no pair
+    collides (:func:`kinetix.ko_hard` counts these in ``nonfinite_skips``).
+    A traced ``coll_coef`` (not checked) outside ``[0, 1]`` acts as the nearest
+    bound, NaN as 0.
+
+    Raises:
+      ValueError: ``coll_coef`` not in ``[0, 1]``, ``length_scale <= 0``,
+        ``scale < 0``, NaN or inf in any of them (Python, NumPy or concrete JAX
+        scalars), an unknown ``rule``, or ``chunk_size < 1``.
 
     Returns:
       ``(g_star, info)``: the collided gradient (same shape and dtype as ``g``)
@@ -571,26 +663,55 @@ def hard_collide(
       >>> bool(jnp.allclose(g_star.sum(0), g.sum(0), atol=1e-5))  # momentum
       True
     """
-    w, g = jnp.asarray(w), jnp.asarray(g)
-    _check_pair(w, g, "hard_collide")
-    if rule not in ("paper", "released"):
-        raise ValueError(f"rule must be 'paper' or 'released', got {rule!r}.")
+    check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, where="hard_collide")
     if length_scale is None:
         length_scale = 1.0 if rule == "paper" else 20.0
+    chunk_size = None if chunk_size is None else int(chunk_size)
+    return _hard_collide(
+        w,
+        g,
+        key,
+        coll_coef,
+        length_scale=length_scale,
+        rule=rule,
+        scale=scale,
+        chunk_size=chunk_size,
+    )
+
+
+def check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, *, where: str) -> None:
+    """Validates :func:`hard_collide`'s hyper-parameters (concrete values; traced ones pass)."""
+    check_real(coll_coef, "coll_coef", low=0.0, high=1.0, where=where)
+    if length_scale is not None:
+        check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+    if rule not in ("paper", "released"):
+        raise ValueError(f"{where}: rule must be 'paper' or 'released', got {rule!r}.")
+    check_real(scale, "scale", low=0.0, where=where)
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", low=1, where=where)
+
+
+@functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))
+def _hard_collide(w, g, key, coll_coef, *, length_scale, rule, scale, chunk_size):
+    w, g = jnp.asarray(w), jnp.asarray(g)
+    _check_pair(w, g, "hard_collide")
     n, d = g.shape
     dtype = _compute_dtype(g.dtype)
     num_candidates = n * (n - 1) // 2
-    if num_candidates == 0:
+    if num_candidates == 0 or g.size == 0:
         return g, _info(jnp.zeros([], jnp.int32), n)
 
-    accept = acceptance_matrix(w, g, coll_coef, length_scale)
-    pairs = PairList.from_mask(accept, chunk_size=chunk_size, dim=d)
     g32 = g.astype(dtype)
+    # The exchange is homogeneous of degree 1 in g: run it on g / p, p a power of two.
+    p = pow2_scale(g32)
+    gs = g32 / p
+    accept = acceptance_matrix(w, gs, coll_coef, length_scale) & all_finite(w, g)
+    pairs = PairList.from_mask(accept, chunk_size=chunk_size, dim=d)
     if rule == "paper":
-        delta, _ = pair_exchange(g32, pairs, key, s_det=0.5, s_rand=0.5)
+        delta, _ = pair_exchange(gs, pairs, key, s_det=0.5, s_rand=0.5)
     else:
         delta, _ = pair_exchange(
-            g32,
+            gs,
             pairs,
             key,
             s_det=-0.5,
@@ -598,6 +719,5 @@ def hard_collide(
             directions="per_component",
             num_candidates=num_candidates,
         )
-    num_pairs = pairs.num_pairs
-    g_star = g32 + jnp.asarray(scale, dtype) * delta
-    return g_star.astype(g.dtype), _info(num_pairs, n)
+    g_star = (gs + jnp.asarray(scale, dtype) * delta) * p
+    return g_star.astype(g.dtype), _info(pairs.num_pairs, n)

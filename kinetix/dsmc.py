@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from kinetix import collision
+from kinetix.validation import check_int, check_real
 
 DSMCRule = Literal["hard_sphere", "released"]
 Pairing = Literal["all", "matching"]
@@ -67,6 +68,9 @@ def acceptance(
     vf = jax.lax.stop_gradient(v).reshape((-1,) + v.shape[-2:])
     ratio = jax.vmap(collision.acceptance_ratio, in_axes=(0, 0, None))(xf, vf, length_scale)
     acc = collision.upper_accept(ratio, coll_coef)
+    # A system holding NaN or inf does not collide (it only drifts).
+    finite = jnp.all(jnp.isfinite(xf), axis=(-2, -1)) & jnp.all(jnp.isfinite(vf), axis=(-2, -1))
+    acc = acc & finite[:, None, None]
     if pairing == "matching":
         acc = greedy_matching(ratio, acc | jnp.swapaxes(acc, -1, -2))
     elif pairing != "all":
@@ -107,7 +111,6 @@ def greedy_matching(score: jax.Array, allowed: jax.Array) -> jax.Array:
     return pair & (idx[:, None] < idx[None, :])
 
 
-@functools.partial(jax.jit, static_argnames=("rule", "pairing", "chunk_size"))
 def collide(
     x: jax.Array,
     v: jax.Array,
@@ -159,6 +162,20 @@ def collide(
       ``(x_new, v_new, info)``; ``x_new`` and ``v_new`` have the dtype of ``x``
       and ``v``.
 
+    Numerics: each system's velocities are exchanged in units of a power of two
+    (:func:`kinetix.collision.pow2_scale`) and scaled back, so
+    ``collide(x, s * v)`` collides the same pairs and returns ``s * v'`` for any
+    finite scale (exactly for power-of-two ``s``); distances never overflow or
+    underflow. A system holding NaN or inf does not collide; it drifts,
+    ``x + v dt``, and its NaN stays in that system. ``x + v dt`` itself can
+    overflow when its true value is beyond the dtype's range. A traced
+    ``coll_coef`` (not checked) outside ``[0, 1]`` acts as the nearest bound.
+
+    Raises:
+      ValueError: ``coll_coef`` not in ``[0, 1]``, NaN/inf ``dt``,
+        ``length_scale <= 0`` or not finite (Python, NumPy or concrete JAX
+        scalars), an unknown ``rule``/``pairing``, ``chunk_size < 1``.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from kinetix import dsmc
@@ -168,6 +185,29 @@ def collide(
       >>> bool(jnp.allclose(v2.sum(-2), v.sum(-2), atol=1e-5))  # momentum per system
       True
     """
+    where = "dsmc.collide"
+    check_real(coll_coef, "coll_coef", low=0.0, high=1.0, where=where)
+    check_real(dt, "dt", where=where)
+    check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+    if pairing is not None and pairing not in ("all", "matching"):
+        raise ValueError(f"{where}: pairing must be 'all' or 'matching', got {pairing!r}.")
+    if chunk_size is not None:
+        chunk_size = check_int(chunk_size, "chunk_size", low=1, where=where)
+    return _collide(
+        x,
+        v,
+        key,
+        coll_coef=coll_coef,
+        dt=dt,
+        rule=rule,
+        length_scale=length_scale,
+        pairing=pairing,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("rule", "pairing", "chunk_size"))
+def _collide(x, v, key, *, coll_coef, dt, rule, length_scale, pairing, chunk_size):
     x, v = jnp.asarray(x), jnp.asarray(v)
     if x.shape != v.shape or x.ndim < 2:
         raise ValueError(
@@ -183,7 +223,7 @@ def collide(
     batch = x.shape[:-2]
     candidates = max(math.prod(batch) * (n * (n - 1) // 2), 1)
     dt = jnp.asarray(dt, dtype)
-    if n < 2:
+    if n < 2 or x.size == 0:
         x_new = x.astype(dtype) + v.astype(dtype) * dt
         zero = jnp.zeros([], jnp.int32)
         return x_new.astype(x.dtype), v, DSMCInfo(zero, jnp.zeros([], jnp.float32))
@@ -194,13 +234,19 @@ def collide(
     pairs = collision.PairList.from_mask(acc, chunk_size=chunk_size, dim=d)
     xf = x.reshape(-1, d).astype(dtype)
     vf = v.reshape(-1, d).astype(dtype)
+    # The exchange is homogeneous of degree 1 in v and pairs never cross
+    # systems: run it on v / p, p a power of two per system (no overflow or
+    # underflow in |v_i - v_j| at any finite scale; exact scale covariance).
+    p = collision.pow2_scale(v.reshape((-1, n * d)).astype(dtype), axis=-1)
+    p = jnp.repeat(p, n, axis=0)
+    vs = vf / p
     if rule == "hard_sphere":
-        dv, _ = collision.pair_exchange(vf, pairs, key, s_det=0.5, s_rand=0.5)
+        dv, _ = collision.pair_exchange(vs, pairs, key, s_det=0.5, s_rand=0.5)
         x_mix = xf
     else:
-        dv, (dx, degree) = collision.pair_exchange(vf, pairs, key, s_det=-0.5, s_rand=-1.0, x=xf)
+        dv, (dx, degree) = collision.pair_exchange(vs, pairs, key, s_det=-0.5, s_rand=-1.0, x=xf)
         x_mix = xf + dx / (1.0 + degree)[:, None]
-    v_new = vf + dv
+    v_new = (vs + dv) * p
     x_new = x_mix + v_new * dt
     info = DSMCInfo(
         num_pairs=pairs.num_pairs, rate=pairs.num_pairs.astype(jnp.float32) / candidates

@@ -16,10 +16,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.typing import ArrayLike
 
 from kinetix import collision
+from kinetix.validation import check_int, check_real
 
 NO_PARAMS_MSG = (
     "KO collisions need the current parameters (the particles' positions): call "
@@ -41,7 +43,10 @@ class KOState(NamedTuple):
         fraction of its particle pairs that collided at the last step (float32
         scalar; 0 for leaves that do not collide).
       nonfinite_skips: number of leaf updates passed through uncollided because
-        the gradient or weight held NaN or inf. ``shape=(), dtype=int32``.
+        the gradient or weight held NaN or inf, or because the collided
+        gradient did although both were finite (only possible with a traced
+        hyper-parameter such as a scheduled ``coll_coef`` of inf).
+        ``shape=(), dtype=int32``.
     """
 
     count: jax.Array
@@ -50,15 +55,33 @@ class KOState(NamedTuple):
     nonfinite_skips: jax.Array
 
 
+_SEED_RANGE = (-(2**63), 2**63)
+
+
 def canonicalize_key(key: jax.Array | int) -> jax.Array:
-    """Returns a typed PRNG key from an int seed, a typed key or a raw ``uint32[2]`` key."""
+    """Returns a typed PRNG key from an int seed, a typed key or a raw ``uint32[2]`` key.
+
+    Raises:
+      TypeError: anything else, including a bool and an int seed outside
+        ``[-2**63, 2**63)`` (what ``jax.random.key`` accepts).
+      ValueError: an array of typed keys instead of a single key.
+    """
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         if key.shape != ():
             raise ValueError(f"key must be a single PRNG key, got shape {key.shape}.")
         return key
-    if isinstance(key, int | jnp.integer) or (
+    if isinstance(key, bool | np.bool_):
+        raise TypeError(f"key must be an int seed or a jax.random.key(...), got the bool {key}.")
+    if isinstance(key, int | np.integer) or (
         hasattr(key, "dtype") and jnp.issubdtype(key.dtype, jnp.integer) and jnp.shape(key) == ()
     ):
+        if not isinstance(key, jax.core.Tracer) and not (
+            _SEED_RANGE[0] <= int(key) < _SEED_RANGE[1]
+        ):
+            raise TypeError(
+                f"key: the int seed {int(key)} does not fit in 64 bits; pass a seed in "
+                "[-2**63, 2**63) or a jax.random.key(...)."
+            )
         return jax.random.key(key)
     if hasattr(key, "dtype") and key.dtype == jnp.uint32 and jnp.shape(key) == (2,):
         return jax.random.wrap_key_data(key)
@@ -66,14 +89,6 @@ def canonicalize_key(key: jax.Array | int) -> jax.Array:
         f"key must be an int seed or a jax.random.key(...), got {type(key).__name__} "
         f"{getattr(key, 'dtype', '')}{getattr(key, 'shape', '')}."
     )
-
-
-def _check_coef(coll_coef, name: str, upper: float | None) -> None:
-    if isinstance(coll_coef, bool) or not isinstance(coll_coef, int | float):
-        return  # arrays and traced values (inject_hyperparams, schedules) are not checked
-    if not (coll_coef >= 0 and (upper is None or coll_coef <= upper)):
-        bound = f"[0, {upper}]" if upper is not None else ">= 0"
-        raise ValueError(f"{name}: coll_coef must be {bound}, got {coll_coef}.")
 
 
 def _check_mask(mask) -> None:
@@ -110,7 +125,8 @@ def _replicate(x):
 
 
 def _collides(x) -> bool:
-    return x.ndim >= 2 and jnp.issubdtype(x.dtype, jnp.floating)
+    # Zero-size leaves have no particles (or particles in R^0): they pass through.
+    return x.ndim >= 2 and x.size > 0 and jnp.issubdtype(x.dtype, jnp.floating)
 
 
 def _ko(
@@ -162,7 +178,10 @@ def _ko(
             if noise_scale is not None:
                 noise = jax.random.normal(noise_key, gp.shape, collision._compute_dtype(g.dtype))
                 g_star = (g_star + jnp.asarray(noise_scale, noise.dtype) * noise).astype(g.dtype)
-            finite = jnp.all(jnp.isfinite(gp)) & jnp.all(jnp.isfinite(wp))
+            # Non-finite input, or non-finite output from finite input (only
+            # possible with a traced hyper-parameter such as a scheduled
+            # coll_coef of inf): pass the leaf through and count it.
+            finite = collision.all_finite(gp, wp, g_star)
             g_new = collision.from_particles(jnp.where(finite, g_star, gp), g.shape, axis)
             if spec is not None:
                 g_new = jax.sharding.reshard(g_new, spec)
@@ -209,7 +228,11 @@ def ko_soft(
     pass through unchanged. Chain it *before* the base optimizer.
 
     Args:
-      coll_coef: ``c`` (>= 0). May be scheduled with ``optax.inject_hyperparams``.
+      coll_coef: ``c`` (>= 0, finite). May be scheduled with
+        ``optax.inject_hyperparams``; a scheduled (traced) value is not checked:
+        a negative one reverses the collision, and a leaf whose collided
+        gradient is not finite is passed through and counted in
+        ``nonfinite_skips``.
       key: PRNG key or int seed; only used when ``noise_scale`` is set.
       mask: a tree of bools like the parameters, or a callable returning one
         (as in ``optax.masked``); only ``True`` leaves collide. The paper
@@ -225,6 +248,12 @@ def ko_soft(
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`KOState`.
 
+    Raises:
+      ValueError: ``coll_coef < 0``, ``noise_scale < 0``, NaN or inf in
+        ``coll_coef``, ``threshold`` or ``noise_scale`` (Python, NumPy or
+        concrete JAX scalars alike). TypeError: a bad ``key`` (see
+        :func:`canonicalize_key`), ``axis`` or ``mask``.
+
     Example:
       >>> import jax, jax.numpy as jnp, optax, kinetix
       >>> params = {"w": jnp.ones((3, 4)) + jnp.arange(12.).reshape(3, 4), "b": jnp.zeros(4)}
@@ -239,8 +268,14 @@ def ko_soft(
       Feng et al., `KO: Kinetics-inspired Neural Optimizer with PDE Simulation
       Approaches <https://arxiv.org/abs/2505.14777>`_, 2025.
     """
-    _check_coef(coll_coef, "ko_soft", None)
-    axis = -1 if axis is None else axis
+    where = "ko_soft"
+    check_real(coll_coef, "coll_coef", low=0.0, where=where)
+    if threshold is not None:
+        check_real(threshold, "threshold", where=where)
+    if noise_scale is not None:
+        check_real(noise_scale, "noise_scale", low=0.0, where=where)
+    axis = -1 if axis is None else check_int(axis, "axis", where=where)
+    canonicalize_key(key)
 
     def collide(w, g, key):
         del key
@@ -277,7 +312,8 @@ def ko_hard(
 
     Args:
       coll_coef: in ``[0, 1]``; 0 disables collisions. May be scheduled with
-        ``optax.inject_hyperparams``.
+        ``optax.inject_hyperparams``; a scheduled (traced) value is not checked
+        and acts as the nearest bound when outside ``[0, 1]`` (NaN as 0).
       key: PRNG key or int seed (pass your own; the default is seed 0).
       mask: a tree of bools or a callable, as in ``optax.masked``.
       axis: particle axis; default ``-1`` for ``rule="paper"`` (output units)
@@ -294,6 +330,12 @@ def ko_hard(
       An ``optax.GradientTransformationExtraArgs`` with state :class:`KOState`;
       ``state.collision_rate`` holds each leaf's fraction of colliding pairs.
 
+    Raises:
+      ValueError: ``coll_coef`` not in ``[0, 1]``, ``length_scale <= 0``,
+        ``scale < 0``, NaN or inf in any of them (Python, NumPy or concrete JAX
+        scalars alike), an unknown ``rule``, ``chunk_size < 1``. TypeError: a
+        bad ``key`` (see :func:`canonicalize_key`), ``axis`` or ``mask``.
+
     Example:
       >>> import jax, jax.numpy as jnp, optax, kinetix
       >>> params = {"w": jax.random.normal(jax.random.key(0), (4, 6)) * 0.1}
@@ -304,13 +346,11 @@ def ko_hard(
       >>> updates["w"].shape
       (4, 6)
     """
-    _check_coef(coll_coef, "ko_hard", 1.0)
-    if rule not in ("paper", "released"):
-        raise ValueError(f"ko_hard: rule must be 'paper' or 'released', got {rule!r}.")
+    collision.check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, where="ko_hard")
     if axis is None:
         axis = -1 if rule == "paper" else 0
-    if chunk_size is not None and collision.static_int(chunk_size, "chunk_size") < 1:
-        raise ValueError(f"ko_hard: chunk_size must be positive, got {chunk_size}.")
+    axis = check_int(axis, "axis", where="ko_hard")
+    canonicalize_key(key)
 
     def collide(w, g, key):
         return collision.hard_collide(

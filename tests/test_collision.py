@@ -262,3 +262,93 @@ def test_bfloat16_inputs_keep_dtype():
     assert out.dtype == jnp.bfloat16
     out_s, _ = collision.soft_collide(w16, g16, 0.5)
     assert out_s.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e19, 1e30])
+def test_extreme_gradient_scales_collide_like_unit_scale(dtype, scale):
+    # Issue 10 case 5: before, |g| ~1e-20 collided 0 pairs and |g| ~1e19 gave NaN.
+    w, g = _random_wg(4, 64, 32, 0.05)
+    key = jax.random.key(0)
+    g_big = jnp.asarray(g * scale, dtype)
+    g_unit = (g_big.astype(jnp.float32) / scale).astype(jnp.float32)  # same rounding
+    h, info = collision.hard_collide(w, g_big, key, 0.5)
+    h1, info1 = collision.hard_collide(w, g_unit, key, 0.5)
+    assert int(info1.num_pairs) > 0 and int(info.num_pairs) == int(info1.num_pairs)
+    assert bool(jnp.all(jnp.isfinite(h)))
+    tol = 2.0**-7 if dtype == jnp.bfloat16 else 1e-5  # bfloat16: one ulp at the max
+    ref = np.abs(np.asarray(h1)).max()
+    np.testing.assert_allclose(np.asarray(h, np.float64) / scale, h1, atol=tol * ref)
+    s, _ = collision.soft_collide(w, g_big, 0.5)
+    s1, _ = collision.soft_collide(w, g_unit, 0.5)
+    ref = np.abs(np.asarray(s1)).max()
+    np.testing.assert_allclose(np.asarray(s, np.float64) / scale, s1, atol=tol * ref)
+
+
+def test_extreme_weight_scales_stay_finite():
+    w, g = _random_wg(5, 16, 8)
+    for s in (1e-30, 1e30):
+        for out, _ in (
+            collision.hard_collide(w * s, g, jax.random.key(0), 1.0),
+            collision.soft_collide(w * s, g, 0.5),
+        ):
+            assert bool(jnp.all(jnp.isfinite(out)))
+    # Soft collision is invariant to the weights' scale (cosines only).
+    a, _ = collision.soft_collide(w * 1e-30, g, 0.5)
+    b, _ = collision.soft_collide(w, g, 0.5)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_nonfinite_inputs_pass_through_without_collisions():
+    w, g = _random_wg(6, 8, 4)
+    g_bad = g.copy()
+    g_bad[0, 0] = np.nan
+    w_bad = w.copy()
+    w_bad[1, 1] = np.inf
+    for ww, gg in ((w, g_bad), (w_bad, g)):
+        out, info = collision.hard_collide(ww, gg, jax.random.key(0), 1.0)
+        np.testing.assert_array_equal(np.asarray(out), gg)
+        assert int(info.num_pairs) == 0
+        out, info = collision.soft_collide(ww, gg, 0.5)
+        np.testing.assert_array_equal(np.asarray(out), gg)
+        assert int(info.num_pairs) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"coll_coef": float("inf")}, "finite"),
+        ({"coll_coef": np.float32(5)}, r"\[0, 1\]"),
+        ({"coll_coef": np.float32(-1)}, r"\[0, 1\]"),
+        ({"coll_coef": jnp.float32(float("nan"))}, "finite"),
+        ({"length_scale": -1.0}, "length_scale"),
+        ({"length_scale": np.float64(0.0)}, "length_scale"),
+        ({"scale": float("nan")}, "scale"),
+        ({"chunk_size": 2.5}, "chunk_size"),
+    ],
+)
+def test_hard_hyperparameters_are_validated(kwargs, match):
+    w = jnp.ones((4, 3))
+    kwargs = {"coll_coef": 0.5} | kwargs
+    coef = kwargs.pop("coll_coef")
+    with pytest.raises((ValueError, TypeError), match=match):
+        collision.hard_collide(w, w, jax.random.key(0), coef, **kwargs)
+
+
+@pytest.mark.parametrize("coef", [float("inf"), np.float32(-1), True, "0.1"])
+def test_soft_hyperparameters_are_validated(coef):
+    with pytest.raises((ValueError, TypeError), match="coll_coef"):
+        collision.soft_collide(jnp.ones((4, 3)), jnp.ones((4, 3)), coef)
+
+
+@pytest.mark.parametrize("shape", [(10, 0), (0, 10), (0, 3, 4), (2, 0, 4)])
+def test_zero_size_arrays_become_empty_particle_sets(shape):
+    # Issue 10 case 7: before, as_particles((10, 0)) raised ZeroDivisionError.
+    x = jnp.zeros(shape)
+    for axis in range(len(shape)):
+        p = collision.as_particles(x, axis)
+        assert p.shape == (
+            shape[axis],
+            0 if shape[axis] else int(np.prod(shape[:axis] + shape[axis + 1 :])),
+        )
+        assert collision.from_particles(p, shape, axis).shape == shape

@@ -165,3 +165,54 @@ def test_gradients_match_finite_differences(rule):
     np.testing.assert_allclose(float(jnp.sum(gx * d)), float(fd_x), rtol=2e-3)
     np.testing.assert_allclose(float(jnp.sum(gv * d)), float(fd_v), rtol=2e-3)
     assert np.all(np.isfinite(np.asarray(gx))) and np.all(np.isfinite(np.asarray(gv)))
+
+
+@pytest.mark.parametrize("rule", ["hard_sphere", "released"])
+@pytest.mark.parametrize("scale", [1e-30, 1e19, 1e30])
+def test_extreme_velocity_scales(rule, scale):
+    # Issue 10 case 5: before, velocities ~1e19 gave inf/NaN and different pairs.
+    x, v = _xv(7)
+    key = jax.random.key(1)
+    x1, v1, i1 = dsmc.collide(x, v, key, coll_coef=0.9, rule=rule)
+    x2, v2, i2 = dsmc.collide(x, v * scale, key, coll_coef=0.9, rule=rule, dt=1.0 / scale)
+    assert int(i1.num_pairs) > 0 and int(i2.num_pairs) == int(i1.num_pairs)
+    assert bool(jnp.all(jnp.isfinite(v2))) and bool(jnp.all(jnp.isfinite(x2)))
+    np.testing.assert_allclose(np.asarray(v2, np.float64) / scale, v1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(x2), np.asarray(x1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_nonfinite_system_only_drifts_and_others_still_collide():
+    x, v = _xv(8)
+    v = np.array(v)
+    v[0, 0, 0] = np.nan
+    x2, v2, info = dsmc.collide(x, v, jax.random.key(0), coll_coef=1.0, dt=0.5)
+    np.testing.assert_array_equal(np.asarray(v2[0]), v[0])
+    np.testing.assert_allclose(np.asarray(x2[0]), x[0] + 0.5 * v[0], rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(v2[1:]))) and int(info.num_pairs) > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"coll_coef": 2.0}, "coll_coef"),
+        ({"coll_coef": -1.0}, "coll_coef"),
+        ({"coll_coef": float("nan")}, "coll_coef"),
+        ({"coll_coef": np.float32(3)}, "coll_coef"),
+        ({"dt": float("nan")}, "dt"),
+        ({"dt": np.float32("inf")}, "dt"),
+        ({"length_scale": 0.0}, "length_scale"),
+        ({"chunk_size": 0}, "chunk_size"),
+    ],
+)
+def test_hyperparameters_are_validated(kwargs, match):
+    # Issue 10 case 6: before, dsmc.collide accepted any coll_coef.
+    x, v = _xv(9)
+    with pytest.raises((ValueError, TypeError), match=match):
+        dsmc.collide(x, v, jax.random.key(0), **kwargs)
+
+
+def test_empty_batch_and_zero_dimensional_particles():
+    for shape in ((0, 4, 3), (2, 4, 0), (0, 0, 3)):
+        x = jnp.zeros(shape)
+        x2, v2, info = dsmc.collide(x, x + 1.0, jax.random.key(0), coll_coef=1.0)
+        assert x2.shape == shape and v2.shape == shape and int(info.num_pairs) == 0

@@ -457,3 +457,69 @@ def test_masked_ko_inside_nnx_optimizer_with_batchnorm(kind):
     assert not np.allclose(stats_after["bn"]["mean"], stats_before["bn"]["mean"])
     opt_paths = jax.tree.leaves(kinetix.leaf_paths(opt.opt_state))
     assert not any("bn/mean" in p or "bn/var" in p for p in opt_paths), opt_paths
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, match",
+    [
+        (kinetix.ko_soft, {"coll_coef": float("inf")}, "coll_coef"),
+        (kinetix.ko_soft, {"noise_scale": float("inf")}, "noise_scale"),
+        (kinetix.ko_soft, {"noise_scale": -1.0}, "noise_scale"),
+        (kinetix.ko_soft, {"coll_coef": np.float32(-1)}, "coll_coef"),
+        (kinetix.ko_soft, {"coll_coef": jnp.float32(-1)}, "coll_coef"),
+        (kinetix.ko_soft, {"threshold": float("nan")}, "threshold"),
+        (kinetix.ko_hard, {"coll_coef": np.float32(5)}, "coll_coef"),
+        (kinetix.ko_hard, {"coll_coef": float("nan")}, "coll_coef"),
+        (kinetix.ko_hard, {"length_scale": -1}, "length_scale"),
+        (kinetix.ko_hard, {"length_scale": float("inf")}, "length_scale"),
+        (kinetix.ko_hard, {"scale": np.float64(-2)}, "scale"),
+        (kinetix.ko_hard, {"chunk_size": 0}, "chunk_size"),
+        (kinetix.ko_hard, {"axis": 1.0}, "axis"),
+    ],
+)
+def test_hyperparameters_are_validated_for_numpy_and_jax_scalars(factory, kwargs, match):
+    # Issue 10 case 6: before, NumPy/JAX scalars and inf skipped the range check.
+    with pytest.raises((ValueError, TypeError), match=match):
+        factory(**kwargs)
+
+
+@pytest.mark.parametrize("key", [2**70, -(2**63) - 1, True, np.bool_(False), 1.5])
+def test_bad_keys_raise_type_error(key):
+    with pytest.raises(TypeError, match="key"):
+        kinetix.ko_hard(0.1, key=key)
+
+
+def test_in_range_seeds_and_numpy_seeds_are_accepted():
+    for key in (0, 2**63 - 1, -(2**63), np.int64(7), jnp.int32(7)):
+        kinetix.ko_hard(0.1, key=key).init({"w": jnp.ones((2, 2))})
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_zero_size_leaves_pass_through(update_fns, name):
+    # Issue 10 case 7: before, a (10, 0) leaf raised ZeroDivisionError.
+    tx, update = update_fns[name]
+    params = {"a": jnp.zeros((10, 0)), "b": jnp.zeros((0, 10)), "c": jnp.zeros((3, 0, 2))}
+    params["w"] = jax.random.normal(jax.random.key(0), (4, 3))
+    grads = jax.tree.map(lambda p: p + 1.0, params)
+    out, state = update(grads, tx.init(params), params)
+    for k in ("a", "b", "c"):
+        assert out[k].shape == params[k].shape
+    assert int(state.nonfinite_skips) == 0
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_extreme_gradient_scales_through_the_optimizer(scale):
+    params = {"w": jax.random.normal(jax.random.key(0), (16, 8)) * 0.05}
+    grads = {"w": jax.random.normal(jax.random.key(1), (16, 8))}
+    for tx in (kinetix.ko_hard(0.5, key=3), kinetix.ko_soft(0.5)):
+        ref, ref_state = tx.update(grads, tx.init(params), params)
+        big = jax.tree.map(lambda g: g * scale, grads)
+        out, state = tx.update(big, tx.init(params), params)
+        assert bool(jnp.all(jnp.isfinite(out["w"])))
+        assert int(state.nonfinite_skips) == 0
+        np.testing.assert_allclose(
+            float(state.collision_rate["w"]), float(ref_state.collision_rate["w"])
+        )
+        np.testing.assert_allclose(
+            np.asarray(out["w"], np.float64) / scale, ref["w"], atol=1e-5, rtol=1e-5
+        )

@@ -99,3 +99,33 @@ def test_bad_configuration_errors():
         res(x, v, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="same shape"):
         res(x, v[:, :2], rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dt": float("nan")}, "dt"),
+        ({"dt": float("inf")}, "dt"),
+        ({"length_scale": -1.0}, "length_scale"),
+        ({"coll_coef": np.float32(-1)}, "coll_coef"),
+        ({"coll_coef": float("nan")}, "coll_coef"),
+        ({"n_divide": np.int64(0)}, "n_divide"),
+        ({"layout": "token", "particle_dim": 0}, "particle_dim"),
+    ],
+)
+def test_hyperparameters_are_validated(kwargs, match):
+    # Issue 10 case 6: before, dt=nan/inf and np.float32(-1) were accepted.
+    with pytest.raises((ValueError, TypeError), match=match):
+        KineticResidual(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "layout, shape, kw",
+    [("spatial", (0, 8, 8, 16), {"n_divide": 4}), ("token", (0, 5, 16), {"particle_dim": 4})],
+)
+def test_empty_batch(layout, shape, kw):
+    # Issue 10 case 7: before, an empty batch raised a gather TypeError.
+    res = KineticResidual(layout=layout, coll_coef=0.9, **kw)
+    x = jnp.zeros(shape)
+    out = res(x, x, rngs=nnx.Rngs(collision=1))
+    assert out.shape == shape

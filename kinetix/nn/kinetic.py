@@ -18,6 +18,7 @@ from flax import nnx
 
 from kinetix import dsmc
 from kinetix.masks import leaf_paths
+from kinetix.validation import check_int, check_real
 
 Layout = Literal["spatial", "token"]
 
@@ -30,8 +31,8 @@ def check_options(
         raise ValueError(f"residual must be 'plain' or 'kinetic', got {residual!r}.")
     if rule is not None and rule not in ("hard_sphere", "released"):
         raise ValueError(f"rule must be 'hard_sphere' or 'released', got {rule!r}.")
-    if coll_coef is not None and not 0.0 <= coll_coef <= 1.0:
-        raise ValueError(f"coll_coef must be in [0, 1], got {coll_coef}.")
+    if coll_coef is not None:
+        check_real(coll_coef, "coll_coef", low=0.0, high=1.0)
 
 
 class CollisionRate(nnx.Variable):
@@ -119,6 +120,13 @@ class KineticResidual(nnx.Module):
         from (missing streams fall back to ``default``).
       deterministic: if true, never collide (set by ``model.eval()``).
 
+    Raises:
+      ValueError: ``coll_coef`` not in ``[0, 1]``, ``dt`` or ``length_scale``
+        NaN/inf, ``length_scale <= 0``, ``n_divide``/``particle_dim`` < 1
+        (Python, NumPy or concrete JAX scalars alike); an unknown layout/rule.
+
+    An empty batch (``B = 0``) returns an empty array of the same shape.
+
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from flax import nnx
@@ -147,10 +155,14 @@ class KineticResidual(nnx.Module):
         if layout not in ("spatial", "token"):
             raise ValueError(f"layout must be 'spatial' or 'token', got {layout!r}.")
         check_options(coll_coef=coll_coef, rule=rule)
-        if n_divide < 1:
-            raise ValueError(f"n_divide must be >= 1, got {n_divide}.")
-        if layout == "token" and (particle_dim is None or particle_dim < 1):
-            raise ValueError("layout='token' needs particle_dim >= 1.")
+        where = "KineticResidual"
+        n_divide = check_int(n_divide, "n_divide", low=1, where=where)
+        if layout == "token" and particle_dim is None:
+            raise ValueError(f"{where}: layout='token' needs particle_dim >= 1.")
+        if particle_dim is not None:
+            particle_dim = check_int(particle_dim, "particle_dim", low=1, where=where)
+        check_real(dt, "dt", where=where)
+        check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
         self.layout = layout
         self.n_divide = n_divide
         self.particle_dim = particle_dim
