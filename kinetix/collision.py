@@ -335,7 +335,8 @@ def pair_normals(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype) ->
     same directions for any ``chunk_size`` and on any number of devices. (The sum
     of a particle's pair updates is accumulated chunk by chunk, so different
     chunk sizes change its summation order: results agree to float rounding,
-    measured ~1e-6 relative in float32, not bitwise.)
+    a few ulp, not bitwise; measured 1.5e-7 of the largest value for chunk
+    sizes 1, 7, 100 and the default on a (256, 64) float32 layer.)
     """
 
     def one(ii, jj):
