@@ -1,6 +1,8 @@
 """Tests of kinetix.data.images: digits, CIFAR via TFDS mock data, augmentation, shuffling."""
 
 import itertools
+import os
+import types
 
 import jax
 import jax.numpy as jnp
@@ -120,6 +122,7 @@ def test_cifar_mock(name, num_classes, tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_unprepared_dataset_error(name, tmp_path):
     data_dir = tmp_path / "tfds"
+    data_dir.mkdir()  # exists, holds nothing (a missing one: test_missing_or_file_data_dir_says_so)
     with pytest.raises(images.DatasetNotPreparedError) as info:
         images.load_images(name, data_dir=str(data_dir))
     msg = str(info.value)
@@ -128,6 +131,72 @@ def test_unprepared_dataset_error(name, tmp_path):
     assert f"tfds build {name} --data_dir {data_dir} --file_format=array_record" in msg
     assert "pip install tensorflow tensorflow-datasets" in msg and "--data-dir" in msg
     assert isinstance(info.value.__cause__, KeyError | NotImplementedError | OSError)
+
+
+class _DamagedSource:
+    """A TFDS data source of 2 shards x 5 records whose record 7 fails as array_record does."""
+
+    def __init__(self, data_dir, split, message):
+        shards = [f"cifar10-{split}.array_record-0000{k}-of-00002" for k in range(2)]
+        info = types.SimpleNamespace(shard_lengths=[5, 5], filenames=shards)
+        self.dataset_info = types.SimpleNamespace(
+            data_dir=os.path.join(data_dir, "cifar10", "3.0.2"), splits={split: info}
+        )
+        self.message = message
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        if i == 7:
+            raise RuntimeError(self.message)
+        return {"image": np.zeros((32, 32, 3), np.uint8), "label": 1}
+
+
+def test_corrupt_record_file_names_the_file(tmp_path, monkeypatch):
+    message = (
+        "Corrupted Riegeli/records file: chunk data hash mismatch (computed 0x8dbf6dfa0a569910, "
+        "stored 0x9fdb9aab1563d58d), chunk at 161606 with length 3296; at byte 164902"
+    )
+
+    def source(name, split, data_dir, download):
+        return _DamagedSource(data_dir, split, message)
+
+    monkeypatch.setattr(tfds, "data_source", source)
+    with pytest.raises(images.DatasetCorruptError) as info:
+        images.load_images("cifar10", data_dir=str(tmp_path))
+    msg = str(info.value)
+    assert isinstance(info.value, images.DatasetNotPreparedError)  # the CLIs catch it
+    bad = tmp_path / "cifar10" / "3.0.2" / "cifar10-train.array_record-00001-of-00002"
+    assert f"the file {bad} (record 7 of the train split) cannot be read" in msg
+    assert message in msg
+    assert f"tfds build cifar10 --data_dir {tmp_path} --file_format=array_record" in msg
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_missing_record_file_is_not_prepared_not_corrupt(tmp_path, monkeypatch):
+    message = "open() failed: No such file or directory; opening /x/cifar10-train.array_record"
+    monkeypatch.setattr(
+        tfds, "data_source", lambda *a, **k: _DamagedSource(str(tmp_path), "train", message)
+    )
+    with pytest.raises(images.DatasetNotPreparedError) as info:
+        images.load_images("cifar10", data_dir=str(tmp_path))
+    assert not isinstance(info.value, images.DatasetCorruptError)
+    assert "is not prepared" in str(info.value)
+
+
+def test_missing_or_file_data_dir_says_so(tmp_path):
+    missing = tmp_path / "no_such_dir"
+    with pytest.raises(images.DatasetNotPreparedError) as info:
+        images.load_images("cifar10", data_dir=str(missing))
+    msg = str(info.value)
+    assert f"the data dir {str(missing)!r} does not exist" in msg and "TFRECORD" not in msg
+    assert f"tfds build cifar10 --data_dir {missing} --file_format=array_record" in msg
+    assert not missing.exists()
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(images.DatasetNotPreparedError, match="is a file, not a directory"):
+        images.load_images("cifar100", data_dir=str(afile))
 
 
 # --------------------------------------------------------------------------- #

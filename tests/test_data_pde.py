@@ -258,6 +258,35 @@ def test_cache_detects_corruption_and_regenerates(tmp_path, counting_heat, damag
     assert len(counting_heat) == 2
 
 
+@pytest.mark.parametrize("kind", ["a file", "under a file", "read-only"])
+def test_unusable_cache_dir_falls_back_to_no_cache(tmp_path, monkeypatch, counting_heat, kind):
+    """One warning per call, the data as generated (uncached), nothing written."""
+    (tmp_path / "file").write_bytes(b"x")
+    cache = {"a file": "file", "under a file": "file/sub", "read-only": "ro"}[kind]
+    if kind == "read-only":  # simulated: the tests may run as root, who can write anyway
+        (tmp_path / "ro").mkdir()
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(pde.tempfile, "mkstemp", denied)
+    ref0, reft = pde.heat2d(jax.random.key(0), 2, 8)
+    for calls in (1, 2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            u0, ut = pde.load_or_generate("heat2d", 0, 2, cache_dir=tmp_path / cache, resolution=8)
+        msgs = [str(w.message) for w in caught]
+        assert len(msgs) == 1 and "not usable" in msgs[0] and str(tmp_path / cache) in msgs[0]
+        assert caught[0].category is RuntimeWarning
+        assert len(counting_heat) == calls  # generated each time: nothing was cached
+        np.testing.assert_array_equal(u0, ref0)
+        np.testing.assert_array_equal(ut, reft)
+    assert os.listdir(tmp_path / "ro" if kind == "read-only" else tmp_path) == (
+        [] if kind == "read-only" else ["file"]
+    )
+    assert (tmp_path / "file").read_bytes() == b"x"
+
+
 def test_cache_dir_env_var(tmp_path, monkeypatch, counting_heat):
     monkeypatch.delenv("KINETIX_CACHE", raising=False)
     assert pde.default_cache_dir() == pde.Path.home() / ".cache" / "kinetix" / "pde"

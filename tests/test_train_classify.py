@@ -148,12 +148,15 @@ def test_corrupt_and_half_written_checkpoints_fall_back(straight, tmp_path):
 
 def test_resume_refuses_other_setup(straight, tmp_path, capsys):
     _, out = _run(str(tmp_path), "other", "--stop-after-steps", "1")
+    capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         classify.main(
             [*BASE, "--out", out, "--ckpt-dir", out + "/ckpt", "--resume", "--lr", "0.05"]
         )
     assert e.value.code == 2
-    assert "different set-up" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different set-up: --lr 0.1 (saved) vs 0.05 (now)" in err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1  # one message
 
 
 def test_fresh_run_refuses_non_empty_ckpt_dir_and_overwrite_moves_aside(tmp_path, capsys):
@@ -200,9 +203,108 @@ def test_truncated_config_json_still_resumes(straight, tmp_path, capsys):
 
 
 def test_resume_with_empty_ckpt_dir_says_so(tmp_path, capsys):
+    os.makedirs(tmp_path / "empty" / "ckpt")
     summary, _ = _run(str(tmp_path), "empty", "--resume", "--stop-after-steps", "1")
     assert summary["resumed_from_step"] is None
-    assert "no checkpoint in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"no checkpoint in {tmp_path}/empty/ckpt; starting a new run from step 0" in err
+
+
+def test_resume_with_missing_ckpt_dir_exits_2(tmp_path, capsys, monkeypatch):
+    """A mistyped --ckpt-dir with --resume is refused at start, before any data is loaded."""
+    monkeypatch.setattr(classify.image_data, "load_images", _no_data)
+    out = str(tmp_path / "run")
+    with pytest.raises(SystemExit) as e:
+        classify.main([*BASE, "--out", out, "--ckpt-dir", out + "/ckpt_typo", "--resume"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"no checkpoint directory {out}/ckpt_typo; drop --resume" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out + "/ckpt_typo")
+
+
+def _no_data(*args, **kwargs):
+    raise AssertionError("the set-up check must come before loading the data")
+
+
+@pytest.mark.parametrize(
+    "flag, path",
+    [
+        ("--out", "file"),
+        ("--out", "file/sub"),
+        ("--ckpt-dir", "file"),
+        ("--ckpt-dir", "file/sub"),
+    ],
+)
+def test_unusable_out_or_ckpt_dir_exits_2_at_start(tmp_path, capsys, monkeypatch, flag, path):
+    """A file, or a path under a file (unwritable for root too), is refused before the data load."""
+    monkeypatch.setattr(classify.image_data, "load_images", _no_data)
+    (tmp_path / "file").write_text("x")
+    dirs = {"--out": str(tmp_path / "out"), "--ckpt-dir": str(tmp_path / "ckpt")}
+    dirs[flag] = str(tmp_path / path)
+    with pytest.raises(SystemExit) as e:
+        classify.main([*BASE, "--out", dirs["--out"], "--ckpt-dir", dirs["--ckpt-dir"]])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {tmp_path / path} ") and "is a file" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_check_output_dir_read_only(tmp_path, monkeypatch):
+    """Read-only directories (simulated: the tests may run as root, who can write anyway)."""
+    loop.check_output_dir(str(tmp_path), "--out")  # writable: no error, nothing left behind
+    loop.check_output_dir(str(tmp_path / "a" / "b"), "--out")
+    assert os.listdir(tmp_path) == []
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(loop.tempfile, "mkstemp", denied)
+    with pytest.raises(loop.SetupError, match="is not writable .Permission denied"):
+        loop.check_output_dir(str(tmp_path), "--out")
+    monkeypatch.setattr(loop.os, "access", lambda *args: False)
+    with pytest.raises(loop.SetupError, match=f"cannot be created: {tmp_path} is not writable"):
+        loop.check_output_dir(str(tmp_path / "new"), "--ckpt-dir")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into a read-only directory")
+def test_read_only_out_exits_2(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        for out in (ro, ro / "sub"):
+            with pytest.raises(SystemExit) as e:
+                classify.main([*BASE, "--out", str(out)])
+            assert e.value.code == 2 and "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+def test_resume_with_every_checkpoint_corrupt_exits_2_with_short_stderr(straight, tmp_path):
+    """All checkpoints unreadable: one warning each and one error, exit 2, checkpoints kept.
+
+    Before, the run started from step 0 and stderr held hundreds of "Event loop is
+    closed" tracebacks: orbax closed a failed restore's event loop while its other
+    array reads were in flight (see ``loop._orbax_reads_drained``).
+    """
+    _, out = _run(str(tmp_path), "allbad", "--stop-after-steps", "3")
+    ckpt = out + "/ckpt"
+    for root, _, files in os.walk(ckpt):
+        if os.path.basename(root) == "d":  # the array data of every checkpoint
+            for name in files:
+                os.remove(os.path.join(root, name))
+    cmd = [sys.executable, "-m", "train.classify", *BASE, "--out", out, "--ckpt-dir", ckpt,
+           "--resume"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    err = proc.stderr
+    assert proc.returncode == 2, err[-3000:]
+    assert "Event loop is closed" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 12, err[-3000:]
+    assert "none of the 3 checkpoint(s)" in err and "--overwrite" in err
+    for step in (1, 2, 3):
+        assert f"checkpoint {step} in {ckpt} could not be restored" in err
+    assert sorted(int(d) for d in os.listdir(ckpt) if d.isdigit()) == [1, 2, 3]  # left in place
 
 
 def test_sigterm_saves_and_exits_cleanly(straight, tmp_path):

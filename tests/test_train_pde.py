@@ -203,6 +203,34 @@ def test_out_must_be_a_directory(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--out", "--sweep-results"])
+def test_out_under_a_file_exits_2_with_one_line(tmp_path, capsys, flag):
+    (tmp_path / "file").write_text("")
+    argv = [flag, str(tmp_path / "file" / "sub")]
+    if flag == "--out":
+        argv += ["--equation", "heat", "--model", "fno"]
+    with pytest.raises(SystemExit) as err:
+        pde.parse(argv)
+    assert err.value.code == 2
+    out = capsys.readouterr().err
+    assert f"{flag} {tmp_path / 'file' / 'sub'} cannot be created" in out and "is a file" in out
+    assert len(out.strip().splitlines()) == 1  # the message, no usage block
+
+
+def test_unusable_cache_dir_runs_uncached(tmp_path):
+    """A --cache-dir under a file: one warning, and the same run as with a working cache."""
+    (tmp_path / "file").write_text("")
+    argv = ["--equation", "burgers", "--model", "fno", "--resolution", "64", *TINY]
+    with pytest.warns(RuntimeWarning, match="not usable") as caught:
+        bad = pde.main(
+            [*argv, "--out", str(tmp_path / "a"), "--cache-dir", str(tmp_path / "file/c")]
+        )
+    assert len([w for w in caught if "cache dir" in str(w.message)]) == 1
+    good = pde.main([*argv, "--out", str(tmp_path / "b"), "--cache-dir", str(tmp_path / "cache")])
+    assert bad["per_seed"][0]["test_rel_l2"] == good["per_seed"][0]["test_rel_l2"]
+    assert bad["per_seed"][0]["final_train_loss"] == good["per_seed"][0]["final_train_loss"]
+
+
 def test_size_precedence():
     _, _, base = pde.parse(
         ["--equation", "burgers", "--model", "fno", "--out", "x", "--quick", "--epochs", "3"]

@@ -172,6 +172,7 @@ def make_apply(mean: np.ndarray, std: np.ndarray, crop_pad: int, flip: bool) -> 
 
 def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dict[str, Any]:
     """Trains one configuration (see :func:`build_parser` for the keys)."""
+    loop.preflight(cfg)
     loop.initialize_distributed(cfg)
     data = image_data.load_images(
         cfg["dataset"], data_dir=cfg["data_dir"], split_seed=cfg["split_seed"]

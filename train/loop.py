@@ -30,7 +30,8 @@ What lives here (one place, so both scripts behave the same):
 * **Checkpoints** (orbax ``CheckpointManager``): every ``--ckpt-every`` steps
   and at the end, keeping the last ``--keep`` (ignored if there is no
   ``--ckpt-dir``). ``--resume`` restores the newest checkpoint that loads; a
-  corrupt one is skipped with a warning. SIGTERM/SIGINT make the loop save at
+  corrupt one is skipped with a warning (none loading, or no ``--ckpt-dir``
+  at all, is refused with exit code 2). SIGTERM/SIGINT make the loop save at
   the current step and exit cleanly (exit code 0, ``status: "preempted"``).
 * **Outputs** in ``--out``: ``metrics.jsonl`` (one line per epoch),
   ``summary.json``, ``curves.png`` and ``run.json`` (command, versions).
@@ -39,6 +40,8 @@ What lives here (one place, so both scripts behave the same):
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -48,6 +51,7 @@ import platform
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -743,6 +747,7 @@ class Checkpoints:
         self._options = opts
         self.manager = ocp.CheckpointManager(self.directory, options=opts)
         self.config = config
+        self.unreadable: list[int] = []
         self._saved: set[int] = set()
 
     def _claim(self, overwrite: bool) -> None:
@@ -797,41 +802,56 @@ class Checkpoints:
                 stacklevel=2,
             )
             return
-        diff = {k: (saved.get(k), v) for k, v in self.config.items() if saved.get(k) != v}
+        diff = [
+            f"--{k.replace('_', '-')} {saved.get(k)!r} (saved) vs {v!r} (now)"
+            for k, v in self.config.items()
+            if saved.get(k) != v
+        ]
         if diff:
             raise SetupError(
                 f"--resume: the checkpoints in {self.directory} were written by a different "
-                f"set-up: {diff} (saved, now). Use the same flags, or a new --ckpt-dir."
+                f"set-up: {'; '.join(diff)}. Resume with the saved values, or drop --resume and "
+                "pass a new --ckpt-dir."
             )
 
     def restore_latest(self, target: TrainState) -> TrainState | None:
-        """The newest checkpoint that restores; older ones are tried after a warning."""
+        """The newest checkpoint that restores; older ones are tried after a warning.
+
+        Returns ``None`` when none restores; :attr:`unreadable` then lists the
+        steps that failed (empty: the directory holds no checkpoint). Failed
+        checkpoints are moved aside (``<step>.unreadable-<time>``) only when an
+        older one restores; when all fail they are left in place.
+        """
         self.check_config()
         self.manager.reload()
         abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, target)
         bad = []
         restored = None
-        for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                # a standalone reader per step: a failed restore leaves no state behind
-                path = os.path.join(self.directory, str(step), "default")
-                if not os.path.isdir(path):
-                    raise FileNotFoundError(f"{path} is missing (half-written checkpoint)")
-                with self._ocp.StandardCheckpointer() as reader:
-                    state = reader.restore(path, abstract)
-                _check_restored(state, target, step)
-                _check_integrity(state, os.path.join(self.directory, str(step)))
-                restored = state
-                break
-            except Exception as e:  # noqa: BLE001 - any failure means "unusable"
-                msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
-                warnings.warn(
-                    f"checkpoint {step} in {self.directory} could not be restored "
-                    f"({type(e).__name__}: {msg}); trying the previous one.",
-                    stacklevel=2,
-                )
-                bad.append(step)
-        if jax.process_index() == 0:
+        with _orbax_reads_drained():
+            steps = sorted(self.manager.all_steps(), reverse=True)
+            for i, step in enumerate(steps):
+                try:
+                    # a standalone reader per step: a failed restore leaves no state behind
+                    path = os.path.join(self.directory, str(step), "default")
+                    if not os.path.isdir(path):
+                        raise FileNotFoundError(f"{path} is missing (half-written checkpoint)")
+                    with self._ocp.StandardCheckpointer() as reader:
+                        state = reader.restore(path, abstract)
+                    _check_restored(state, target, step)
+                    _check_integrity(state, os.path.join(self.directory, str(step)))
+                    restored = state
+                    break
+                except Exception as e:  # noqa: BLE001 - any failure means "unusable"
+                    msg = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                    then = "trying the previous one" if i + 1 < len(steps) else "no older one"
+                    warnings.warn(
+                        f"checkpoint {step} in {self.directory} could not be restored "
+                        f"({type(e).__name__}: {msg}); {then}.",
+                        stacklevel=2,
+                    )
+                    bad.append(step)
+        self.unreadable = bad
+        if restored is not None and jax.process_index() == 0:
             for step in bad:  # set aside, so that they are neither resumed nor overwritten
                 src = os.path.join(self.directory, str(step))
                 if os.path.isdir(src):
@@ -843,6 +863,48 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _orbax_reads_drained(timeout_s: float = 60.0) -> Iterator[None]:
+    """Within it, orbax lets a failed restore's other reads finish before closing its event loop.
+
+    orbax (0.12) runs every restore on a fresh event loop and closes that loop
+    as soon as the first array read fails. The reads still in flight then
+    complete on the closed loop, and tensorstore reports each one as an
+    unraisable ``RuntimeError: Event loop is closed``: hundreds of tracebacks
+    on stderr after one corrupt checkpoint. Here the loop first waits (at most
+    ``timeout_s``) for its remaining tasks. A no-op where orbax has no such
+    helper.
+    """
+    try:
+        from orbax.checkpoint._src import asyncio_utils
+    except ImportError:  # pragma: no cover - another orbax layout
+        asyncio_utils = None
+    original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+
+    def run(coro):
+        loop = asyncio.new_event_loop()
+        try:
+            asyncio.set_event_loop(loop)
+            return loop.run_until_complete(coro)
+        finally:
+            pending = asyncio.all_tasks(loop)
+            if pending:  # their exceptions are collected (not logged as "never retrieved")
+                rest = asyncio.gather(*pending, return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(asyncio.wait_for(rest, timeout_s))
+            asyncio.set_event_loop(None)
+            loop.close()
+
+    asyncio_utils._run_sync_via_new_loop = run
+    try:
+        yield
+    finally:
+        asyncio_utils._run_sync_via_new_loop = original
 
 
 def read_checkpoint(directory: str, step: int | None = None) -> tuple[int, Any]:
@@ -986,6 +1048,60 @@ def write_json(path: str, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def check_output_dir(path: str, flag: str) -> None:
+    """Raises :class:`SetupError` unless ``path`` is, or can be made, a writable directory.
+
+    Creates nothing: an existing directory is probed with a temporary file, a
+    missing one must have a writable directory as its nearest existing parent.
+    ``flag`` (e.g. ``"--out"``) names the option in the message.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        try:
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+            os.close(fd)
+            os.remove(probe)
+        except OSError as e:
+            raise SetupError(
+                f"{flag} {path} is not writable ({e.strerror}); pass a directory you can write to."
+            ) from None
+        return
+    if os.path.exists(path):
+        raise SetupError(f"{flag} {path} is a file, not a directory; pass a directory path.")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise SetupError(
+            f"{flag} {path} cannot be created: {parent} is a file, not a directory; "
+            "pass another path."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SetupError(
+            f"{flag} {path} cannot be created: {parent} is not writable; "
+            "pass a directory you can write to."
+        )
+
+
+def preflight(cfg: dict[str, Any]) -> None:
+    """Checks ``--out`` and ``--ckpt-dir`` before any data is loaded or anything compiled.
+
+    Raises :class:`SetupError` (the CLIs exit with code 2) when a directory is
+    a file, lies under a file or is not writable, and when ``--resume`` names a
+    ``--ckpt-dir`` that does not exist.
+    """
+    check_output_dir(cfg["out"], "--out")
+    ckpt = cfg.get("ckpt_dir")
+    if not ckpt:
+        return
+    if cfg.get("resume") and not os.path.exists(ckpt):
+        raise SetupError(
+            f"--resume: no checkpoint directory {os.path.abspath(ckpt)}; drop --resume to start "
+            "a new run (or correct the --ckpt-dir path)."
+        )
+    check_output_dir(ckpt, "--ckpt-dir")
+
+
 def read_metrics(path: str) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         return []
@@ -1095,14 +1211,26 @@ def run_training(
     if cfg.get("resume"):
         if ckpt is None:
             raise SetupError("--resume needs --ckpt-dir (where the checkpoints are).")
-        restored = ckpt.restore_latest(state)
-        _check_same_restore(restored)
+        try:
+            restored = ckpt.restore_latest(state)
+            _check_same_restore(restored)
+        except BaseException:
+            ckpt.close()
+            raise
         if restored is not None:
             state = restored
             resumed_from = int(state.step)
+        elif ckpt.unreadable:
+            ckpt.close()
+            raise SetupError(
+                f"--resume: none of the {len(ckpt.unreadable)} checkpoint(s) in {ckpt.directory} "
+                f"could be restored (steps {sorted(ckpt.unreadable)}; the warnings above say why). "
+                "Pass a --ckpt-dir holding an intact copy, or drop --resume and pass --overwrite "
+                "to start a new run there (the checkpoints are moved aside, not deleted)."
+            )
         elif jax.process_index() == 0:
             print(
-                f"--resume: no checkpoint in {ckpt.directory}; starting from step 0.",
+                f"--resume: no checkpoint in {ckpt.directory}; starting a new run from step 0.",
                 file=sys.stderr,
             )
     start = int(state.step)
@@ -1421,7 +1549,8 @@ def add_training_args(
     g.add_argument(
         "--resume",
         action="store_true",
-        help="continue from the newest readable checkpoint in --ckpt-dir (if any)",
+        help="continue from the newest readable checkpoint in --ckpt-dir (which must exist; "
+        "without a checkpoint in it the run starts at step 0)",
     )
     g.add_argument(
         "--overwrite",

@@ -91,6 +91,7 @@ from kinetix.data import pde
 from kinetix.metrics import channel_condensation
 from kinetix.nn.fno import FNO, FNO1d, FNO2d, layer_collision_rates
 from kinetix.nn.kinn import FNOKINN, FNOKINN1d, FNOKINN2d
+from train import loop
 
 EQUATIONS = ("burgers", "heat")
 MODELS = ("fno", "fno_kinetic", "fno_kinn")
@@ -852,8 +853,10 @@ def parse(
             if value is None:
                 p.error(f"{flag} is required (unless --sweep-results is given)")
         out = args.out
-    if os.path.exists(out) and not os.path.isdir(out):
-        p.error(f"output {out!r} exists and is not a directory")
+    try:
+        loop.check_output_dir(out, "--out" if args.sweep_results is None else "--sweep-results")
+    except loop.SetupError as e:  # not a flag-syntax problem: the message alone, no usage
+        p.exit(2, f"{p.prog}: error: {e}\n")
     seeds = args.seeds
     if seeds is None:
         seeds = list(SWEEP_SEEDS) if args.sweep_results is not None else [0]

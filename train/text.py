@@ -164,6 +164,7 @@ def apply(model: nnx.Module, tokens: jax.Array, key: jax.Array | None, train: bo
 
 def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dict[str, Any]:
     """Trains one configuration (see :func:`build_parser` for the keys)."""
+    loop.preflight(cfg)
     loop.initialize_distributed(cfg)
     data = text_data.load_text(
         cfg["dataset"],

@@ -11,6 +11,7 @@
 
 from kinetix.data import images, pde, text
 from kinetix.data.images import (
+    DatasetCorruptError,
     DatasetNotPreparedError,
     ImageData,
     augment,
@@ -32,6 +33,7 @@ from kinetix.data.pde import (
 from kinetix.data.text import TextData, load_text
 
 __all__ = [
+    "DatasetCorruptError",
     "DatasetNotPreparedError",
     "ImageData",
     "TextData",

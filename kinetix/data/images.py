@@ -46,6 +46,7 @@ from kinetix.data.pde import _check_int
 
 __all__ = [
     "IMAGE_DATASETS",
+    "DatasetCorruptError",
     "DatasetNotPreparedError",
     "ImageData",
     "augment",
@@ -78,6 +79,15 @@ class DatasetNotPreparedError(FileNotFoundError):
     or data prepared in the TFRECORD format), and, when the metadata is there
     but a record file is missing, ``RuntimeError: open() failed: No such file
     or directory`` on the first read.
+    """
+
+
+class DatasetCorruptError(DatasetNotPreparedError):
+    """A record file of a prepared TFDS data set is damaged (it cannot be read).
+
+    Raised instead of array_record's ``RuntimeError: Corrupted Riegeli/records
+    file: ...``, which names neither the file nor the data set; the message
+    names both and says how to prepare the data again.
     """
 
 
@@ -145,10 +155,31 @@ def _not_prepared_message(name: str, data_dir: str | os.PathLike | None, cause: 
     )
 
 
+def _check_data_dir(name: str, data_dir: str | os.PathLike | None) -> None:
+    """Raises :class:`DatasetNotPreparedError` when an explicit local data dir does not exist.
+
+    The TFDS default (``data_dir=None``) is left to TFDS, whose error is then explained.
+    """
+    if data_dir is None:
+        return
+    where = os.fspath(data_dir)
+    if "://" in where or os.path.isdir(where):  # remote paths (gs://...) are left to TFDS
+        return
+    problem = "is a file, not a directory" if os.path.exists(where) else "does not exist"
+    raise DatasetNotPreparedError(
+        f"the data dir {where!r} {problem}: pass --data-dir with the TFDS data dir that holds "
+        f"the prepared {name}/ folder, or prepare {name} there, on a machine with network "
+        "access:\n"
+        "    pip install tensorflow tensorflow-datasets\n"
+        f"    tfds build {name} --data_dir {where} --file_format=array_record"
+    )
+
+
 def _data_source(name: str, split: str, data_dir: str | os.PathLike | None):
     """``tfds.data_source(name, split=split, data_dir=data_dir, download=False)``.
 
-    TFDS's errors for missing data are turned into :class:`DatasetNotPreparedError`.
+    TFDS's errors for missing data (and a ``data_dir`` that does not exist) are
+    turned into :class:`DatasetNotPreparedError`.
     """
     try:
         import tensorflow_datasets as tfds
@@ -156,6 +187,7 @@ def _data_source(name: str, split: str, data_dir: str | os.PathLike | None):
         raise ImportError(
             f"Loading {name!r} needs tensorflow-datasets and grain: pip install 'kinetix[train]'."
         ) from e
+    _check_data_dir(name, data_dir)
     try:
         return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     # KeyError "splits is empty" (default data dir with nothing prepared), NotImplementedError
@@ -188,19 +220,66 @@ def _read_tfds(
     import grain
 
     src = _data_source(name, split, data_dir)
-    if indices is None:
-        ds = grain.MapDataset.source(src).map(fn)
-    else:
-        idx = np.asarray(indices, np.int64)
-        ds = grain.MapDataset.source(idx).map(lambda i: fn(src[int(i)]))
+    idx = np.arange(len(src)) if indices is None else np.asarray(indices, np.int64)
+
+    def read(i):
+        try:
+            record = src[int(i)]
+        except RuntimeError as e:  # which record failed, to name its file
+            raise _RecordError(int(i), e) from e
+        return fn(record)
+
+    ds = grain.MapDataset.source(idx).map(read)
     try:
         return list(ds.to_iter_dataset(grain.ReadOptions(num_threads=_READ_THREADS)))
-    # Metadata present but record files missing: array_record raises
-    # RuntimeError("open() failed: No such file or directory; opening ...").
-    except (FileNotFoundError, RuntimeError) as e:
-        if isinstance(e, FileNotFoundError) or "No such file" in str(e):
+    except _RecordError as err:
+        e = err.cause
+        # Metadata present but record files missing: array_record raises
+        # RuntimeError("open() failed: No such file or directory; opening ...").
+        if "No such file" in str(e):
             raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, e)) from e
-        raise
+        # A damaged file: RuntimeError("Corrupted Riegeli/records file: ...").
+        raise DatasetCorruptError(_corrupt_message(name, split, data_dir, src, err.index, e)) from e
+    except FileNotFoundError as e:
+        raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, e)) from e
+
+
+class _RecordError(Exception):
+    """Carries the index of the record whose read failed out of grain's reader threads."""
+
+    def __init__(self, index: int, cause: RuntimeError):
+        super().__init__(index, cause)
+        self.index, self.cause = index, cause
+
+
+def _record_file(src: Any, split: str, index: int) -> str | None:
+    """The path of the file holding record ``index`` of a TFDS data source (``None``: unknown)."""
+    try:
+        info = src.dataset_info
+        split_info = info.splits[split]
+        ends = np.cumsum(split_info.shard_lengths)
+        shard = int(np.searchsorted(ends, index, side="right"))
+        return os.path.join(os.fspath(info.data_dir), split_info.filenames[shard])
+    except Exception:  # noqa: BLE001 - best effort: the message then names the data dir
+        return None
+
+
+def _corrupt_message(name, split, data_dir, src, index: int, cause: RuntimeError) -> str:
+    """The message of :class:`DatasetCorruptError`."""
+    where = _effective_data_dir(data_dir)
+    d = "D" if data_dir is None else os.fspath(data_dir)
+    path = _record_file(src, split, index)
+    what = f"the file {path}" if path else f"a {split} record file under {where}/{name}/"
+    said = str(cause).splitlines()[0][:300] if str(cause) else type(cause).__name__
+    return (
+        f"TFDS data set {name!r} is damaged: {what} (record {index} of the {split} split) cannot "
+        f"be read.\narray_record said: {said}\n"
+        "Copy that file again from an intact copy, or prepare the data set again: delete the "
+        f"folder {where}/{name}/ and, on a machine with network access, run\n"
+        "    pip install tensorflow tensorflow-datasets\n"
+        f"    tfds build {name} --data_dir {d} --file_format=array_record\n"
+        f"then copy the folder {d}/{name}/ into the data dir of this machine."
+    )
 
 
 # --------------------------------------------------------------------------- #
@@ -263,7 +342,9 @@ def load_images(
 
     Raises:
       ValueError: unknown ``name`` or bad arguments.
-      DatasetNotPreparedError: a TFDS data set is not prepared under ``data_dir``.
+      DatasetNotPreparedError: a TFDS data set is not prepared under ``data_dir``
+        (or ``data_dir`` does not exist).
+      DatasetCorruptError: a record file of the data set is damaged.
     """
     if name not in IMAGE_DATASETS:
         raise ValueError(f"Unknown image data set {name!r}; choose one of {list(IMAGE_DATASETS)}.")

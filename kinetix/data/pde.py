@@ -21,6 +21,7 @@ axes ``(x, y)``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import inspect
@@ -689,7 +690,9 @@ def load_or_generate(
     same directory, fsynced and renamed over the target (atomic on POSIX), so
     readers never see a partial file and concurrent writers are harmless. A
     file that cannot be read, lacks an array, or fails the parameter or
-    checksum check is reported with a ``RuntimeWarning`` and regenerated.
+    checksum check is reported with a ``RuntimeWarning`` and regenerated. A
+    cache dir that cannot be written (read-only, or a path under a file) is
+    reported with a ``RuntimeWarning`` and the data are returned uncached.
 
     Args:
       name: ``"burgers"`` or ``"heat2d"``.
@@ -721,7 +724,11 @@ def load_or_generate(
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = cache_dir / f"{name}_n{n}_seed{key_seed}_{digest}.npz"
 
-    if path.exists():
+    try:
+        cached = path.exists()
+    except OSError:  # e.g. a cache dir that cannot be searched
+        cached = False
+    if cached:
         try:
             return _read_cache(path, meta)
         except Exception as err:  # any failure to read or verify: regenerate
@@ -733,5 +740,19 @@ def load_or_generate(
             )
     u0, ut = _GENERATORS[name](jax.random.key(key_seed), n, **params)
     u0, ut = np.asarray(u0), np.asarray(ut)
-    _write_cache(path, u0, ut, meta)
+    try:
+        _write_cache(path, u0, ut, meta)
+    except OSError as err:  # a read-only cache dir, or one under a file: go on uncached
+        if os.path.isfile(cache_dir):
+            why = "it is a file"
+        elif err.errno == errno.ENOTDIR:
+            why = "a part of its path is a file"
+        else:
+            why = err.strerror or str(err)
+        warnings.warn(
+            f"PDE cache dir {cache_dir} is not usable ({why}); the data are generated but not "
+            "cached. Pass a writable cache dir (--cache-dir, or set KINETIX_CACHE) to cache them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return u0, ut

@@ -42,7 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kinetix.data.images import DatasetNotPreparedError, _read_tfds
+from kinetix.data.images import DatasetCorruptError, DatasetNotPreparedError, _read_tfds
 from kinetix.data.pde import _check_int
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "SYNTHETIC_POSITIVE",
     "TEXT_DATASETS",
     "UNK",
+    "DatasetCorruptError",
     "DatasetNotPreparedError",
     "TextData",
     "build_vocab",
@@ -308,7 +309,8 @@ def load_text(
 
     Raises:
       ValueError: unknown ``name`` or bad arguments.
-      DatasetNotPreparedError: IMDb is not prepared under ``data_dir``.
+      DatasetNotPreparedError: IMDb is not prepared under ``data_dir`` (or it does not exist).
+      DatasetCorruptError: a record file of IMDb is damaged.
     """
     if name not in TEXT_DATASETS:
         raise ValueError(f"Unknown text data set {name!r}; choose one of {list(TEXT_DATASETS)}.")
