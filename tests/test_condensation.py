@@ -151,3 +151,12 @@ def test_bad_flags_exit_with_a_clear_error(tmp_path, capsys, flags, message):
         condensation.main(["--out", str(tmp_path), *flags])
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_out_under_a_file_exits_2(tmp_path, capsys):
+    # Issue 10 case 7: before, --out under a file raised NotADirectoryError.
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        condensation.main(["--out", str(tmp_path / "f" / "sub")])
+    assert e.value.code == 2
+    assert "is a file" in capsys.readouterr().err

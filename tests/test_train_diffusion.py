@@ -68,3 +68,12 @@ def test_help_lists_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--quick", "--gamma", "--steps", "--normalizations", "--labels-per-class"):
         assert flag in text
+
+
+def test_out_under_a_file_exits_2(tmp_path, capsys):
+    # Issue 10 case 7: before, --out under a file raised NotADirectoryError.
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SystemExit) as e:
+        train_diffusion.main(["--out", str(tmp_path / "f" / "sub")])
+    assert e.value.code == 2
+    assert "is a file" in capsys.readouterr().err

@@ -665,8 +665,12 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--loss-tolerance must be >= 0, got {args.loss_tolerance}")
     if len(set(args.activations)) != len(args.activations):
         p.error(f"--activations has duplicates: {args.activations}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        p.error(f"--out {args.out!r} exists and is not a directory")
+    from train.loop import SetupError, check_output_dir  # noqa: PLC0415 - only for this check
+
+    try:
+        check_output_dir(args.out, "--out")
+    except SetupError as e:
+        p.error(str(e))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

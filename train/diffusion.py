@@ -569,8 +569,12 @@ def _validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         vals = getattr(args, opt)
         if len(set(vals)) != len(vals):
             p.error(f"--{opt} has duplicates: {vals}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        p.error(f"--out {args.out!r} exists and is not a directory")
+    from train.loop import SetupError, check_output_dir  # noqa: PLC0415 - only for this check
+
+    try:
+        check_output_dir(args.out, "--out")
+    except SetupError as e:
+        p.error(str(e))
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
