@@ -32,6 +32,9 @@ from jax.typing import ArrayLike
 from kinetix.validation import check_int, check_real
 
 HardRule = Literal["paper", "released"]
+Acceptance = Literal["threshold", "quota"]
+LengthRule = Literal["mean", "median", "sqrt_d"]
+LENGTH_RULES = ("mean", "median", "sqrt_d")
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Unit directions of at most this many floats are drawn at once (4 MiB in f32),
@@ -55,7 +58,7 @@ class CollisionInfo(NamedTuple):
     rate: jax.Array
 
 
-def as_particles(x: jax.Array, axis: int = -1) -> jax.Array:
+def as_particles(x: jax.Array, axis: int | Literal["inputs"] = -1) -> jax.Array:
     """Reshapes a kernel into particles: one row per index of ``axis``.
 
     For a Flax kernel ``(in, out)`` and ``axis=-1`` each output unit is a
@@ -63,23 +66,37 @@ def as_particles(x: jax.Array, axis: int = -1) -> jax.Array:
     ``(kh, kw, in, out)`` gives ``out`` particles in ``R^{kh*kw*in}``. This equals
     the rows of a PyTorch ``(out, in)`` weight, the paper's layout.
 
+    ``axis="inputs"`` makes every input position a particle, a vector over the
+    ``out`` units: ``(in, out)`` gives ``in`` particles (the columns of the
+    PyTorch weight, the layout of KO's released code, = ``axis=0``), a conv
+    kernel ``(kh, kw, in, out)`` gives ``kh*kw*in`` particles in ``R^out`` (the
+    columns of the PyTorch ``weight.view(out, -1)``).
+
     Args:
       x: array with ``x.ndim >= 2``.
-      axis: the particle axis.
+      axis: the particle axis, or ``"inputs"``.
 
     Returns:
       An ``(x.shape[axis], x.size // x.shape[axis])`` array.
     """
     if x.ndim < 2:
         raise ValueError(f"as_particles needs an array with at least 2 dimensions, got {x.shape=}.")
+    if isinstance(axis, str):
+        _check_axis_name(axis)
+        return x.reshape(math.prod(x.shape[:-1]), x.shape[-1])
     axis = _normalize_axis(axis, x.ndim)
     moved = jnp.moveaxis(x, axis, 0)
     # Explicit sizes: ``reshape(n, -1)`` is ambiguous for zero-size arrays.
     return moved.reshape(moved.shape[0], math.prod(moved.shape[1:]))
 
 
-def from_particles(p: jax.Array, shape: tuple[int, ...], axis: int = -1) -> jax.Array:
+def from_particles(
+    p: jax.Array, shape: tuple[int, ...], axis: int | Literal["inputs"] = -1
+) -> jax.Array:
     """Inverse of :func:`as_particles` for an array of the given ``shape``."""
+    if isinstance(axis, str):
+        _check_axis_name(axis)
+        return p.reshape(shape)
     axis = _normalize_axis(axis, len(shape))
     moved_shape = (shape[axis],) + tuple(s for i, s in enumerate(shape) if i != axis)
     return jnp.moveaxis(p.reshape(moved_shape), 0, axis)
@@ -88,6 +105,11 @@ def from_particles(p: jax.Array, shape: tuple[int, ...], axis: int = -1) -> jax.
 def static_int(value, name: str) -> int:
     """``int(value)`` for an int scalar, with a clear error for a traced value, bool or float."""
     return check_int(value, name)
+
+
+def _check_axis_name(axis: str) -> None:
+    if axis != "inputs":
+        raise ValueError(f"axis must be an int or 'inputs', got {axis!r}.")
 
 
 def _normalize_axis(axis: int, ndim: int) -> int:
@@ -283,24 +305,66 @@ def _info(num_pairs: jax.Array, n: int) -> CollisionInfo:
     return CollisionInfo(num_pairs=num_pairs.astype(jnp.int32), rate=rate)
 
 
-def acceptance_ratio(w: jax.Array, g: jax.Array, length_scale: ArrayLike = 1.0) -> jax.Array:
+def acceptance_ratio(
+    w: jax.Array, g: jax.Array, length_scale: ArrayLike | LengthRule = 1.0
+) -> jax.Array:
     r"""The left-hand side of Eq. 7 for every pair: ``g_r exp(-w_r / ell) / g_r^max``.
 
-    Returns an ``(N, N)`` symmetric matrix in ``[0, 1]`` with a zero diagonal;
-    all zeros when every gradient is equal (``g_r^max = 0``).
+    Args:
+      w, g: ``(N, D)`` positions and velocities.
+      length_scale: ``ell``, a positive number (paper 1, released code 20), or
+        a rule computed from the layer itself at every call: ``"mean"`` or
+        ``"median"`` (of the off-diagonal weight distances ``w_r``; 1 when they
+        are all 0), or ``"sqrt_d"`` (``sqrt(D)``: distances per coordinate).
+        ``"mean"`` and ``"median"`` make ``U`` invariant to the weights' scale.
+
+    Returns:
+      An ``(N, N)`` symmetric matrix in ``[0, 1]`` with a zero diagonal; all
+      zeros when every gradient is equal (``g_r^max = 0``).
     """
     w, g = jnp.asarray(w), jnp.asarray(g)
-    dtype = _compute_dtype(g.dtype)
-    w_r = pairwise_distance(w)
+    w_s, p_w = scaled_distance(w)
     g_r, _ = scaled_distance(g)  # the ratio g_r / g_r^max does not depend on g's scale
     g_max = jnp.max(g_r)
-    return g_r * jnp.exp(-w_r / jnp.asarray(length_scale, dtype)) / jnp.where(g_max > 0, g_max, 1.0)
+    u = jnp.exp(-reduced_distance(w_s, p_w, length_scale, w.shape[-1]))
+    return g_r * u / jnp.where(g_max > 0, g_max, 1.0)
+
+
+def reduced_distance(d_s: jax.Array, p: jax.Array, length_scale, dim: int) -> jax.Array:
+    """``w_r / ell`` from the distances ``w_r = d_s * p`` of :func:`scaled_distance`.
+
+    ``d_s`` is ``(..., n, n)``; a rule (``"mean"``, ``"median"``) is evaluated per
+    leading index (per system). ``dim`` is the particle dimension (``"sqrt_d"``).
+    """
+    n = d_s.shape[-1]
+    if isinstance(length_scale, str):
+        if length_scale not in LENGTH_RULES:
+            raise ValueError(
+                f"length_scale must be a positive number or one of {LENGTH_RULES}, "
+                f"got {length_scale!r}."
+            )
+        off = ~jnp.eye(n, dtype=bool)
+        if length_scale == "mean":
+            ell = jnp.sum(d_s, axis=(-2, -1), keepdims=True) / max(n * (n - 1), 1)
+        elif length_scale == "median":
+            vals = jnp.where(off, d_s, jnp.nan)
+            ell = jnp.nanmedian(vals.reshape(vals.shape[:-2] + (n * n,)), axis=-1)[..., None, None]
+        else:
+            return d_s * p / jnp.sqrt(jnp.asarray(dim, d_s.dtype))
+        return d_s / jnp.where(ell > 0, ell, 1.0)
+    return d_s * p / jnp.asarray(length_scale, d_s.dtype)
 
 
 def acceptance_matrix(
-    w: jax.Array, g: jax.Array, coll_coef: ArrayLike, length_scale: ArrayLike = 1.0
+    w: jax.Array,
+    g: jax.Array,
+    coll_coef: ArrayLike,
+    length_scale: ArrayLike | LengthRule = 1.0,
+    acceptance: Acceptance = "threshold",
 ) -> jax.Array:
-    r"""The deterministic acceptance test of Eq. 7, for every pair.
+    r"""Which pairs collide: the deterministic test of Eq. 7, or the quota rule.
+
+    ``acceptance="threshold"`` (the paper's Eq. 7):
 
     .. math::
        \frac{(g_r)_{ij}\, e^{-(w_r)_{ij} / \ell}}{g_r^{\max}} > 1 - c ,
@@ -310,11 +374,20 @@ def acceptance_matrix(
     ``ell = 20`` (``exp(-0.05 w_r)``). When all gradients are equal
     (``g_r^max = 0``) no pair collides.
 
+    ``acceptance="quota"`` (kinetix's scale-aware rule, see :func:`quota_accept`):
+    the ``ceil(c N / 2)`` pairs with the largest left-hand side collide, so on
+    average a fraction ``c`` of the particles collides once, whatever the
+    layer's size, scale or training stage.
+
     Returns:
       A boolean ``(N, N)`` matrix, true on the strict upper triangle for the
       unordered pairs ``i < j`` that collide.
     """
     ratio = acceptance_ratio(w, g, length_scale)
+    if acceptance == "quota":
+        return quota_accept(ratio, coll_coef)
+    if acceptance != "threshold":
+        raise ValueError(f"acceptance must be 'threshold' or 'quota', got {acceptance!r}.")
     return upper_accept(ratio, coll_coef)
 
 
@@ -324,7 +397,43 @@ def upper_accept(ratio: jax.Array, coll_coef: ArrayLike) -> jax.Array:
     # A traced coll_coef outside [0, 1] acts as the nearest bound; NaN as 0.
     coef = jnp.clip(jnp.asarray(coll_coef, ratio.dtype), 0.0, 1.0)
     accept = (ratio > 1.0 - coef) & (ratio > 0)
-    return accept & (jnp.arange(n)[:, None] < jnp.arange(n)[None, :])
+    return accept & _upper(n)
+
+
+def _upper(n: int) -> jax.Array:
+    return jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
+
+
+def quota_size(coll_coef: ArrayLike, n: int) -> jax.Array:
+    """``ceil(c n / 2)`` (int32): the number of pairs the quota rule lets collide."""
+    coef = jnp.clip(jnp.nan_to_num(jnp.asarray(coll_coef, jnp.float32), nan=0.0), 0.0, 1.0)
+    # The factor absorbs float32 rounding (0.3 * 100 / 2 = 15.000001 must give 15).
+    return jnp.ceil(coef * n / 2 * (1 - 2.0**-20)).astype(jnp.int32)
+
+
+def quota_accept(ratio: jax.Array, coll_coef: ArrayLike, allowed: jax.Array | None = None):
+    """The ``ceil(c n / 2)`` allowed pairs with the largest ``ratio``, per system.
+
+    Args:
+      ratio: ``(..., n, n)`` symmetric scores (Eq. 7's left-hand side).
+      coll_coef: ``c`` in ``[0, 1]``: the mean number of collisions per
+        particle (``c = 1``: about ``n / 2`` pairs). A traced value outside
+        ``[0, 1]`` acts as the nearest bound, NaN as 0.
+      allowed: optional ``(..., n, n)`` mask of candidate pairs (default: the
+        strict upper triangle).
+
+    Returns:
+      A boolean ``(..., n, n)`` mask on the strict upper triangle. Pairs with
+      ``ratio == 0`` never collide; ties at the cut are all kept.
+    """
+    n = ratio.shape[-1]
+    allowed = _upper(n) if allowed is None else allowed & _upper(n)
+    allowed = allowed & (ratio > 0)
+    k = quota_size(coll_coef, n)
+    flat = jnp.where(allowed, ratio, -jnp.inf).reshape(ratio.shape[:-2] + (n * n,))
+    ranked = -jnp.sort(-flat, axis=-1)
+    cut = jnp.take(ranked, jnp.maximum(k - 1, 0), axis=-1)[..., None, None]
+    return allowed & (ratio >= cut) & (k > 0)
 
 
 def pair_normals(key: jax.Array, i: jax.Array, j: jax.Array, dim: int, dtype) -> jax.Array:
@@ -583,15 +692,17 @@ def hard_collide(
     key: jax.Array,
     coll_coef: ArrayLike = 0.1,
     *,
-    length_scale: ArrayLike | None = None,
+    length_scale: ArrayLike | LengthRule | None = None,
     rule: HardRule = "paper",
     scale: ArrayLike = 1.0,
     chunk_size: int | None = None,
+    acceptance: Acceptance = "threshold",
 ) -> tuple[jax.Array, CollisionInfo]:
     r"""Hard (DSMC-style) collision of Algorithm 1, Eq. 5-8.
 
-    Pairs are accepted by the deterministic test of Eq. 7
-    (:func:`acceptance_matrix`). For every accepted pair ``i < j``
+    Pairs are accepted by the deterministic test of Eq. 7, or by the quota rule
+    (``acceptance="quota"``, see :func:`acceptance_matrix`). For every accepted
+    pair ``i < j``
     (``rule="paper"``):
 
     .. math::
@@ -626,10 +737,14 @@ def hard_collide(
       key: PRNG key for the scattering directions.
       coll_coef: ``coll_coef`` of Eq. 7; 0 means no collision, 1 lets every pair
         with ``g_r > 0`` collide (may be traced).
-      length_scale: ``ell`` in ``U = exp(-w_r / ell)``; default 1 (paper) or 20
+      length_scale: ``ell`` in ``U = exp(-w_r / ell)``: a positive number or a
+        rule computed from the layer at each call (``"mean"``, ``"median"``,
+        ``"sqrt_d"``, see :func:`acceptance_ratio`); default 1 (paper) or 20
         (released).
       rule: ``"paper"`` or ``"released"``, see above.
       scale: multiplies the whole collision update (1 by default).
+      acceptance: ``"threshold"`` (Eq. 7, default) or ``"quota"`` (the
+        ``ceil(coll_coef * N / 2)`` pairs with the largest Eq. 7 ratio collide).
       chunk_size: number of pairs processed at once; default keeps
         ``chunk_size * D <= 2**20`` and ``chunk_size <= 4096``. Memory and speed
         depend on it, and the summation order of a particle's pair updates
@@ -664,36 +779,64 @@ def hard_collide(
       >>> bool(jnp.allclose(g_star.sum(0), g.sum(0), atol=1e-5))  # momentum
       True
     """
-    check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, where="hard_collide")
+    check_hard_options(
+        coll_coef, length_scale, rule, scale, chunk_size, acceptance, where="hard_collide"
+    )
     if length_scale is None:
         length_scale = 1.0 if rule == "paper" else 20.0
     chunk_size = None if chunk_size is None else int(chunk_size)
+    length_rule = length_scale if isinstance(length_scale, str) else None
     return _hard_collide(
         w,
         g,
         key,
         coll_coef,
-        length_scale=length_scale,
+        length_scale=1.0 if length_rule else length_scale,
+        length_rule=length_rule,
         rule=rule,
         scale=scale,
         chunk_size=chunk_size,
+        acceptance=acceptance,
     )
 
 
-def check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, *, where: str) -> None:
+def check_length_scale(length_scale, *, where: str) -> None:
+    """A positive finite number, or one of :data:`LENGTH_RULES` (``None`` passes)."""
+    if isinstance(length_scale, str):
+        if length_scale not in LENGTH_RULES:
+            raise ValueError(
+                f"{where}: length_scale must be a positive number or one of {LENGTH_RULES}, "
+                f"got {length_scale!r}."
+            )
+    elif length_scale is not None:
+        check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+
+
+def check_acceptance(acceptance, *, where: str) -> None:
+    if acceptance not in ("threshold", "quota"):
+        raise ValueError(
+            f"{where}: acceptance must be 'threshold' (Eq. 7) or 'quota', got {acceptance!r}."
+        )
+
+
+def check_hard_options(
+    coll_coef, length_scale, rule, scale, chunk_size, acceptance="threshold", *, where: str
+) -> None:
     """Validates :func:`hard_collide`'s hyper-parameters (concrete values; traced ones pass)."""
     check_real(coll_coef, "coll_coef", low=0.0, high=1.0, where=where)
-    if length_scale is not None:
-        check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+    check_length_scale(length_scale, where=where)
     if rule not in ("paper", "released"):
         raise ValueError(f"{where}: rule must be 'paper' or 'released', got {rule!r}.")
     check_real(scale, "scale", low=0.0, where=where)
     if chunk_size is not None:
         check_int(chunk_size, "chunk_size", low=1, where=where)
+    check_acceptance(acceptance, where=where)
 
 
-@functools.partial(jax.jit, static_argnames=("rule", "chunk_size"))
-def _hard_collide(w, g, key, coll_coef, *, length_scale, rule, scale, chunk_size):
+@functools.partial(jax.jit, static_argnames=("rule", "chunk_size", "length_rule", "acceptance"))
+def _hard_collide(
+    w, g, key, coll_coef, *, length_scale, length_rule, rule, scale, chunk_size, acceptance
+):
     w, g = jnp.asarray(w), jnp.asarray(g)
     _check_pair(w, g, "hard_collide")
     n, d = g.shape
@@ -706,7 +849,8 @@ def _hard_collide(w, g, key, coll_coef, *, length_scale, rule, scale, chunk_size
     # The exchange is homogeneous of degree 1 in g: run it on g / p, p a power of two.
     p = pow2_scale(g32)
     gs = g32 / p
-    accept = acceptance_matrix(w, gs, coll_coef, length_scale) & all_finite(w, g)
+    ell = length_rule or length_scale
+    accept = acceptance_matrix(w, gs, coll_coef, ell, acceptance) & all_finite(w, g)
     pairs = PairList.from_mask(accept, chunk_size=chunk_size, dim=d)
     if rule == "paper":
         delta, _ = pair_exchange(gs, pairs, key, s_det=0.5, s_rand=0.5)

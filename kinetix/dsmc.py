@@ -47,17 +47,26 @@ def acceptance(
     x: jax.Array,
     v: jax.Array,
     coll_coef: ArrayLike,
-    length_scale: ArrayLike = 1.0,
+    length_scale: ArrayLike | collision.LengthRule = 1.0,
     pairing: Pairing = "all",
+    acceptance: collision.Acceptance = "threshold",
 ) -> jax.Array:
-    r"""Which pairs collide, per system (KITINet's released rule = KO Eq. 7).
+    r"""Which pairs collide, per system.
+
+    ``acceptance="threshold"`` is KITINet's released rule (= KO's Eq. 7):
 
     .. math:: \frac{|v_i - v_j|}{\max_{kl} |v_k - v_l|}\, e^{-|x_i - x_j| / \ell} > 1 - c ,
 
-    with the maximum taken within each system. ``pairing="all"`` keeps every
-    pair that passes (the released code); ``pairing="matching"`` keeps a
-    matching, so each particle collides at most once: pairs are taken greedily
-    by decreasing ratio (see :func:`greedy_matching`).
+    with the maximum taken within each system. ``acceptance="quota"`` ranks the
+    pairs by the same left-hand side and lets the best ``ceil(c n / 2)``
+    collide (:func:`kinetix.collision.quota_accept`), so a fraction ``c`` of the
+    particles collides (once, under ``"matching"``) whatever the features' scale.
+
+    ``pairing="all"`` keeps every accepted pair (the released code);
+    ``pairing="matching"`` keeps a matching, so each particle collides at most
+    once: pairs are taken greedily by decreasing ratio (see
+    :func:`greedy_matching`); with the quota rule the matching is built first
+    and its best ``ceil(c n / 2)`` pairs collide.
 
     Returns:
       A boolean ``(..., n, n)`` mask, true on the strict upper triangle.
@@ -66,15 +75,24 @@ def acceptance(
     # Which pairs collide is a discrete choice: no gradient flows through it.
     xf = jax.lax.stop_gradient(x).reshape((-1,) + x.shape[-2:])
     vf = jax.lax.stop_gradient(v).reshape((-1,) + v.shape[-2:])
-    ratio = jax.vmap(collision.acceptance_ratio, in_axes=(0, 0, None))(xf, vf, length_scale)
-    acc = collision.upper_accept(ratio, coll_coef)
+    ratio_fn = functools.partial(collision.acceptance_ratio, length_scale=length_scale)
+    ratio = jax.vmap(ratio_fn)(xf, vf)
+    if pairing not in ("all", "matching"):
+        raise ValueError(f"pairing must be 'all' or 'matching', got {pairing!r}.")
+    if acceptance == "threshold":
+        acc = collision.upper_accept(ratio, coll_coef)
+        if pairing == "matching":
+            acc = greedy_matching(ratio, acc | jnp.swapaxes(acc, -1, -2))
+    elif acceptance == "quota":
+        allowed = None
+        if pairing == "matching":
+            allowed = greedy_matching(ratio, ratio > 0)
+        acc = collision.quota_accept(ratio, coll_coef, allowed)
+    else:
+        raise ValueError(f"acceptance must be 'threshold' or 'quota', got {acceptance!r}.")
     # A system holding NaN or inf does not collide (it only drifts).
     finite = jnp.all(jnp.isfinite(xf), axis=(-2, -1)) & jnp.all(jnp.isfinite(vf), axis=(-2, -1))
     acc = acc & finite[:, None, None]
-    if pairing == "matching":
-        acc = greedy_matching(ratio, acc | jnp.swapaxes(acc, -1, -2))
-    elif pairing != "all":
-        raise ValueError(f"pairing must be 'all' or 'matching', got {pairing!r}.")
     return acc.reshape(batch + acc.shape[-2:])
 
 
@@ -119,9 +137,10 @@ def collide(
     coll_coef: ArrayLike = 0.5,
     dt: ArrayLike = 1.0,
     rule: DSMCRule = "hard_sphere",
-    length_scale: ArrayLike = 1.0,
+    length_scale: ArrayLike | collision.LengthRule | None = None,
     pairing: Pairing | None = None,
     chunk_size: int | None = None,
+    acceptance: collision.Acceptance = "threshold",
 ) -> tuple[jax.Array, jax.Array, DSMCInfo]:
     r"""One DSMC collision-and-drift step: returns ``(x', v', info)`` with ``x' = x_mix + v' dt``.
 
@@ -153,7 +172,13 @@ def collide(
         (no pair accepted). KITINet's code uses 0.5 (ResNet) and 0.9 (FNO).
       dt: time step of the drift.
       rule: ``"hard_sphere"`` or ``"released"``.
-      length_scale: ``ell`` in ``exp(-|x_i - x_j| / ell)``; 1 in the code.
+      length_scale: ``ell`` in ``exp(-|x_i - x_j| / ell)``: a positive number
+        (1 in the code) or a rule computed per system at each call
+        (``"mean"``, ``"median"``, ``"sqrt_d"``, see
+        :func:`kinetix.collision.acceptance_ratio`). Default: 1 for
+        ``acceptance="threshold"``, ``"mean"`` for ``"quota"``.
+      acceptance: ``"threshold"`` (the released rule, default) or ``"quota"``
+        (see :func:`acceptance`).
       pairing: ``"matching"`` (default for ``"hard_sphere"``) or ``"all"``
         (default for ``"released"``, as the code); see :func:`acceptance`.
       chunk_size: pairs processed at once (memory/speed only).
@@ -188,7 +213,10 @@ def collide(
     where = "dsmc.collide"
     check_real(coll_coef, "coll_coef", low=0.0, high=1.0, where=where)
     check_real(dt, "dt", where=where)
-    check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+    collision.check_length_scale(length_scale, where=where)
+    collision.check_acceptance(acceptance, where=where)
+    if length_scale is None:
+        length_scale = 1.0 if acceptance == "threshold" else "mean"
     if pairing is not None and pairing not in ("all", "matching"):
         raise ValueError(f"{where}: pairing must be 'all' or 'matching', got {pairing!r}.")
     if chunk_size is not None:
@@ -200,14 +228,20 @@ def collide(
         coll_coef=coll_coef,
         dt=dt,
         rule=rule,
-        length_scale=length_scale,
+        length_scale=1.0 if isinstance(length_scale, str) else length_scale,
+        length_rule=length_scale if isinstance(length_scale, str) else None,
         pairing=pairing,
         chunk_size=chunk_size,
+        accept_rule=acceptance,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("rule", "pairing", "chunk_size"))
-def _collide(x, v, key, *, coll_coef, dt, rule, length_scale, pairing, chunk_size):
+@functools.partial(
+    jax.jit, static_argnames=("rule", "pairing", "chunk_size", "length_rule", "accept_rule")
+)
+def _collide(
+    x, v, key, *, coll_coef, dt, rule, length_scale, length_rule, pairing, chunk_size, accept_rule
+):
     x, v = jnp.asarray(x), jnp.asarray(v)
     if x.shape != v.shape or x.ndim < 2:
         raise ValueError(
@@ -230,7 +264,7 @@ def _collide(x, v, key, *, coll_coef, dt, rule, length_scale, pairing, chunk_siz
 
     if pairing is None:
         pairing = "matching" if rule == "hard_sphere" else "all"
-    acc = acceptance(x, v, coll_coef, length_scale, pairing)
+    acc = acceptance(x, v, coll_coef, length_rule or length_scale, pairing, accept_rule)
     pairs = collision.PairList.from_mask(acc, chunk_size=chunk_size, dim=d)
     xf = x.reshape(-1, d).astype(dtype)
     vf = v.reshape(-1, d).astype(dtype)

@@ -132,7 +132,7 @@ def _collides(x) -> bool:
 def _ko(
     name: str,
     collide: Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, collision.CollisionInfo]],
-    axis: int,
+    axis: int | str,
     key: jax.Array | int,
     noise_scale: ArrayLike | None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -291,37 +291,62 @@ def ko_hard(
     *,
     key: jax.Array | int = 0,
     mask: MaskOrFn = None,
-    axis: int | None = None,
-    rule: collision.HardRule = "paper",
-    length_scale: ArrayLike | None = None,
+    axis: int | str | None = None,
+    rule: collision.HardRule | None = None,
+    length_scale: ArrayLike | collision.LengthRule | None = None,
     scale: ArrayLike = 1.0,
     chunk_size: int | None = None,
+    acceptance: collision.Acceptance | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""KO hard collision (Algorithm 1, Eq. 5-8) as an optax transformation.
 
-    Pairs of particles ``(i, j)`` collide when
-    ``|g_i - g_j| exp(-|w_i - w_j| / ell) / max_{kl} |g_k - g_l| > 1 - coll_coef``
-    (Eq. 7); a colliding pair exchanges momentum like hard spheres:
-    each moves to the pair's centre-of-mass velocity plus a random unit
-    direction times half the relative speed (Eq. 6), so the layer's total
-    gradient is conserved. See :func:`kinetix.collision.hard_collide`.
+    Every pair of particles ``(i, j)`` of a layer is scored by the left-hand
+    side of Eq. 7, ``r_ij = |g_i - g_j| exp(-|w_i - w_j| / ell) / max_{kl} |g_k - g_l|``.
+    A colliding pair exchanges momentum like hard spheres: each moves to the
+    pair's centre-of-mass velocity plus a random unit direction times half the
+    relative speed (Eq. 6), so the layer's total gradient is conserved. See
+    :func:`kinetix.collision.hard_collide`.
+
+    Which pairs collide:
+
+    * default (``rule=None``): the **quota rule**. The ``ceil(coll_coef * N / 2)``
+      pairs with the largest ``r_ij`` collide, with ``ell`` the mean pairwise
+      weight distance of the layer at that step (``length_scale="mean"``). So
+      ``coll_coef`` is the mean number of collisions per particle per step
+      (0.1: about 10 % of the units), on every layer, at every scale, all
+      through training. This departs from the paper, whose fixed threshold
+      (below) collides no pair at all on typical layers (measured in
+      ``results/collision_rates``).
+    * ``rule="paper"``: Eq. 7 as written, ``r_ij > 1 - coll_coef`` with
+      ``ell = 1``; ``rule="released"``: the authors' code (``ell = 20``, its
+      update rule, particles on axis 0). Both reproduce the papers exactly.
 
     Step ``t`` draws its directions from ``fold_in(key, t)`` (then folded with the
     leaf index and each pair's indices): same key, same updates, on one device or
     many, and after restoring a checkpoint.
 
     Args:
-      coll_coef: in ``[0, 1]``; 0 disables collisions. May be scheduled with
-        ``optax.inject_hyperparams``; a scheduled (traced) value is not checked
-        and acts as the nearest bound when outside ``[0, 1]`` (NaN as 0).
+      coll_coef: in ``[0, 1]``; 0 disables collisions. Quota rule: mean
+        collisions per particle per step; threshold rule: ``1 - threshold``.
+        May be scheduled with ``optax.inject_hyperparams``; a scheduled
+        (traced) value is not checked and acts as the nearest bound when
+        outside ``[0, 1]`` (NaN as 0).
       key: PRNG key or int seed (pass your own; the default is seed 0).
       mask: a tree of bools or a callable, as in ``optax.masked``.
-      axis: particle axis; default ``-1`` for ``rule="paper"`` (output units)
-        and ``0`` for ``rule="released"`` (the code's columns of the PyTorch
-        weight are the input units, axis 0 of a Flax kernel).
-      rule: ``"paper"`` (Eq. 6-8) or ``"released"`` (the authors' code, with its
-        reversed deterministic term and near-zero scatter term).
-      length_scale: ``ell``; default 1 (paper) or 20 (released).
+      axis: particle axis, or ``"inputs"``; default ``-1`` (output units)
+        except ``"inputs"`` for ``rule="released"``: the code's particles are
+        the columns of the PyTorch weight, the input units (axis 0 of a Flax
+        ``(in, out)`` kernel; every ``(kh, kw, in)`` position of a conv kernel,
+        see :func:`kinetix.collision.as_particles`).
+      rule: ``None`` (the paper's update of Eq. 6-8 with the quota rule),
+        ``"paper"`` (Eq. 6-8 with Eq. 7's threshold) or ``"released"`` (the
+        authors' code, with its reversed deterministic term and near-zero
+        scatter term).
+      length_scale: ``ell``: a positive number or ``"mean"``, ``"median"``,
+        ``"sqrt_d"`` (computed from the layer at each step); default
+        ``"mean"`` (quota rule), 1 (paper) or 20 (released).
+      acceptance: ``"quota"`` or ``"threshold"``; default ``"quota"`` when
+        ``rule`` is None, else ``"threshold"`` (overrides the rule's choice).
       scale: multiplies the collision update; the code's ``KiOptimizer`` uses
         ``1e-4`` with ``rule="released"``.
       chunk_size: pairs processed at once (memory/speed only).
@@ -346,10 +371,18 @@ def ko_hard(
       >>> updates["w"].shape
       (4, 6)
     """
-    collision.check_hard_options(coll_coef, length_scale, rule, scale, chunk_size, where="ko_hard")
+    if acceptance is None:
+        acceptance = "quota" if rule is None else "threshold"
+    if length_scale is None and rule is None:
+        length_scale = "mean"
+    update_rule = "paper" if rule is None else rule
+    collision.check_hard_options(
+        coll_coef, length_scale, update_rule, scale, chunk_size, acceptance, where="ko_hard"
+    )
     if axis is None:
-        axis = -1 if rule == "paper" else 0
-    axis = check_int(axis, "axis", where="ko_hard")
+        axis = "inputs" if rule == "released" else -1
+    if axis != "inputs":
+        axis = check_int(axis, "axis", where="ko_hard")
     canonicalize_key(key)
 
     def collide(w, g, key):
@@ -359,9 +392,10 @@ def ko_hard(
             key,
             coll_coef,
             length_scale=length_scale,
-            rule=rule,
+            rule=update_rule,
             scale=scale,
             chunk_size=chunk_size,
+            acceptance=acceptance,
         )
 
     return _maybe_masked(_ko("ko_hard", collide, axis, key, None), mask)

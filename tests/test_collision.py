@@ -352,3 +352,42 @@ def test_zero_size_arrays_become_empty_particle_sets(shape):
             0 if shape[axis] else int(np.prod(shape[:axis] + shape[axis + 1 :])),
         )
         assert collision.from_particles(p, shape, axis).shape == shape
+
+
+def _lecun_kernel_and_grad(shape, seed=0):
+    # A Flax Dense kernel and the gradient of a least-squares loss on a batch of 64.
+    kw, kx, kt = jax.random.split(jax.random.key(seed), 3)
+    w = jax.nn.initializers.lecun_normal()(kw, shape)
+    x = jax.random.normal(kx, (64, shape[0]))
+    y = x @ jax.nn.initializers.lecun_normal()(kt, shape)
+    g = jax.grad(lambda w: 0.5 * jnp.mean(jnp.sum((x @ w - y) ** 2, -1)))(w)
+    return w, g
+
+
+COEFS = np.linspace(0.0, 1.0, 21)
+
+
+@pytest.mark.parametrize(
+    "acceptance, ell", [("threshold", 1.0), ("threshold", 20.0), ("quota", "mean")]
+)
+def test_pairs_grow_monotonically_with_coll_coef(acceptance, ell):
+    w, g = _lecun_kernel_and_grad((512, 100))
+    wp, gp = collision.as_particles(w), collision.as_particles(g)
+    count = jax.jit(lambda c: jnp.sum(collision.acceptance_matrix(wp, gp, c, ell, acceptance)))
+    pairs = np.array([int(count(c)) for c in COEFS])
+    assert (np.diff(pairs) >= 0).all(), pairs
+    if acceptance == "quota":
+        # ceil(c N / 2) pairs: c is the mean number of collisions per particle.
+        np.testing.assert_array_equal(pairs, np.ceil(COEFS * 100 / 2 - 1e-9).astype(int))
+
+
+@pytest.mark.parametrize("shape", [(512, 10), (512, 100), (2048, 100)])
+def test_quota_rule_is_independent_of_the_weights_and_gradients_scale(shape):
+    # The same pairs collide when the weights or the gradient are scaled by 10 or 0.1.
+    w, g = _lecun_kernel_and_grad(shape)
+    wp, gp = collision.as_particles(w), collision.as_particles(g)
+    ref = np.asarray(collision.acceptance_matrix(wp, gp, 0.3, "mean", "quota"))
+    assert ref.sum() > 0
+    for sw, sg in ((10.0, 1.0), (0.1, 1.0), (1.0, 10.0), (1.0, 0.1)):
+        acc = np.asarray(collision.acceptance_matrix(wp * sw, gp * sg, 0.3, "mean", "quota"))
+        assert (acc != ref).sum() <= 2, (sw, sg, (acc != ref).sum())  # rounding at the cut

@@ -216,3 +216,14 @@ def test_empty_batch_and_zero_dimensional_particles():
         x = jnp.zeros(shape)
         x2, v2, info = dsmc.collide(x, x + 1.0, jax.random.key(0), coll_coef=1.0)
         assert x2.shape == shape and v2.shape == shape and int(info.num_pairs) == 0
+
+
+def test_scattering_directions_are_unit_vectors():
+    # Documented difference (README): the nanoGPT KINET_DSMC draws 2*pi*U(0,1)
+    # per component (all positive, norm ~ 2*pi*sqrt(d/3)); kinetix draws unit
+    # vectors uniform on the sphere, as the paper's hard-sphere rule needs.
+    key = jax.random.key(0)
+    i, j = jnp.arange(50), jnp.arange(50) + 1
+    n = collision.pair_directions(key, i, j, 16)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(n), axis=-1), 1.0, rtol=1e-6)
+    assert (np.asarray(n) < 0).any()

@@ -28,6 +28,7 @@ def _grads(seed=1):
 TRANSFORMS = {
     "soft": lambda **kw: kinetix.ko_soft(0.3, **kw),
     "hard": lambda **kw: kinetix.ko_hard(0.5, key=jax.random.key(3), **kw),
+    "hard_paper": lambda **kw: kinetix.ko_hard(0.5, key=jax.random.key(3), rule="paper", **kw),
     "hard_released": lambda **kw: kinetix.ko_hard(0.5, key=7, rule="released", **kw),
 }
 
@@ -60,14 +61,20 @@ def test_update_matches_per_leaf_collision(update_fns, name):
         ref = reference.soft(np.asarray(w).T, np.asarray(g).T, 0.3).T
         np.testing.assert_allclose(out["classifier"]["kernel"], ref, rtol=1e-4, atol=1e-5)
     else:
-        axis = -1 if name == "hard" else 0
+        axis = 0 if name == "hard_released" else -1
+        # The default is the paper's update with the quota rule and ell = mean distance.
+        options = {
+            "hard": {"rule": "paper", "acceptance": "quota", "length_scale": "mean"},
+            "hard_paper": {"rule": "paper"},
+            "hard_released": {"rule": "released"},
+        }[name]
         ref, _ = collision.hard_collide(
             collision.as_particles(w, axis),
             collision.as_particles(g, axis),
             # leaf 1 in flattening order (classifier/bias, classifier/kernel, conv/..): find it
             _leaf_key(state.key, 0, params, ("classifier", "kernel")),
             0.5,
-            rule="paper" if name == "hard" else "released",
+            **options,
         )
         ref = collision.from_particles(ref, w.shape, axis)
         np.testing.assert_allclose(out["classifier"]["kernel"], ref, rtol=1e-5, atol=1e-6)
@@ -523,3 +530,66 @@ def test_extreme_gradient_scales_through_the_optimizer(scale):
         np.testing.assert_allclose(
             np.asarray(out["w"], np.float64) / scale, ref["w"], atol=1e-5, rtol=1e-5
         )
+
+
+def test_released_rule_on_a_conv_kernel_takes_every_input_position_as_a_particle():
+    # Issue 11 item 5: the code's particles are the columns of the PyTorch
+    # weight.view(out, -1): each (kh, kw, in) position, a vector over `out`.
+    w = jax.random.normal(jax.random.key(0), (3, 3, 4, 8)) * 0.1
+    g = jax.random.normal(jax.random.key(1), (3, 3, 4, 8))
+    tx = kinetix.ko_hard(0.9, key=5, rule="released")
+    state = tx.init({"k": w})
+    out, _ = tx.update({"k": g}, state, {"k": w})
+    ref, info = collision.hard_collide(
+        w.reshape(36, 8),
+        g.reshape(36, 8),
+        _leaf_key(state.key, 0, {"k": w}, ("k",)),
+        0.9,
+        rule="released",
+    )
+    assert int(info.num_pairs) > 0
+    np.testing.assert_array_equal(np.asarray(out["k"]), np.asarray(ref.reshape(w.shape)))
+    # On a 2-D (in, out) kernel this is axis 0, as before.
+    w2 = w.reshape(36, 8)
+    np.testing.assert_array_equal(
+        collision.as_particles(w2, "inputs"), collision.as_particles(w2, 0)
+    )
+
+
+def test_include_self_false_differs_from_the_code_wg_i_only_on_zero_rows():
+    # Documented difference (README): the code's "wg_i" subtracts I from S, so a
+    # zero weight row (cosine 0 with everything, itself included) gets
+    # g_i* = g_i - c * (0 - 1) * g_i = (1 + c) g_i; kinetix zeroes the diagonal
+    # instead and leaves such a row's gradient as it is.
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 4)).astype(np.float32)
+    g = rng.normal(size=(5, 4)).astype(np.float32)
+    c = 0.3
+    out, _ = collision.soft_collide(w, g, c, include_self=False)
+
+    def code_wg_i(w, g):
+        s = reference.cos_matrix(w) * reference.cos_matrix(g) - np.eye(len(w))
+        return g - c * s @ g
+
+    np.testing.assert_allclose(np.asarray(out), code_wg_i(w, g), rtol=1e-4, atol=1e-5)
+    w[2] = 0.0
+    out, _ = collision.soft_collide(w, g, c, include_self=False)
+    code = code_wg_i(w, g)
+    np.testing.assert_allclose(np.asarray(out[2]), g[2], rtol=1e-6)
+    np.testing.assert_allclose(code[2], (1 + c) * g[2], rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(512, 10), (512, 100)])
+def test_default_ko_hard_collides_on_a_lecun_normal_kernel(shape):
+    # Issue 11: the paper's threshold (rule="paper") collides no pair here; the
+    # default quota rule collides ceil(0.1 * N / 2) pairs of the N output units.
+    kw, kg = jax.random.split(jax.random.key(0))
+    params = {"kernel": jax.nn.initializers.lecun_normal()(kw, shape)}
+    grads = {"kernel": jax.random.normal(kg, shape) * 1e-2}
+    rates = {}
+    for name, tx in (("default", kinetix.ko_hard()), ("paper", kinetix.ko_hard(rule="paper"))):
+        _, state = tx.update(grads, tx.init(params), params)
+        rates[name] = float(state.collision_rate["kernel"])
+    n = shape[1]
+    assert rates["default"] == pytest.approx(np.ceil(0.1 * n / 2) / (n * (n - 1) / 2))
+    assert rates["paper"] == 0.0

@@ -129,3 +129,31 @@ def test_empty_batch(layout, shape, kw):
     x = jnp.zeros(shape)
     out = res(x, x, rngs=nnx.Rngs(collision=1))
     assert out.shape == shape
+
+
+def test_nanogpt_variant_half_step_drift_is_dt_one_half():
+    # Issue 11 item 5 (documented in the README): the nanoGPT KINET_DSMC drifts
+    # by x + v * dt / 2 with dt = 1, so its eval output is x + a / 2; kinetix
+    # reproduces it with dt=0.5 (the FNO/ResNet copies use x + v * dt, dt = 1).
+    x, v = _xv((2, 5, 8))
+    res = KineticResidual(layout="token", particle_dim=2, rule="released", dt=0.5)
+    res.eval()
+    np.testing.assert_allclose(np.asarray(res(x, v)), np.asarray(x + v / 2), rtol=1e-6)
+    res.train()
+    out = res(x, v, rngs=nnx.Rngs(collision=0))
+    assert out.shape == x.shape and float(res.collision_rate[...]) >= 0.0
+
+
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+def test_default_collides_on_unit_scale_features(scale):
+    # Issue 11: with the released threshold (ell = 1) N(0,1) features collide
+    # nothing; the default quota rule collides a fixed share at every scale.
+    x, v = _xv((2, 8, 8, 16), x_scale=1.0)
+    res = KineticResidual(layout="spatial", n_divide=4)
+    res(x * scale, v * scale, rngs=nnx.Rngs(collision=0))
+    # 16 particles per system, matching: ceil(0.5 * 16 / 2) = 4 pairs of 120.
+    assert float(res.collision_rate[...]) == pytest.approx(4 / 120)
+    thr = KineticResidual(layout="spatial", n_divide=4, acceptance="threshold", length_scale=1.0)
+    thr(x * scale, v * scale, rngs=nnx.Rngs(collision=0))
+    if scale >= 1.0:
+        assert float(thr.collision_rate[...]) == 0.0

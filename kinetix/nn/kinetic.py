@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kinetix import dsmc
+from kinetix import collision, dsmc
 from kinetix.masks import leaf_paths
 from kinetix.validation import check_int, check_real
 
@@ -111,11 +111,21 @@ class KineticResidual(nnx.Module):
         CIFAR ResNet-18 uses 16, 8, 4, 2 in stages 1-4 (stages 2-4 kinetic), the
         FNO-1D Burgers model 4.
       particle_dim: particle dimension (token layout).
-      coll_coef: in ``[0, 1]``; the released code uses 0.5 (ResNet) and 0.9 (FNO).
+      coll_coef: in ``[0, 1]``; the released code uses 0.5 (ResNet) and 0.9
+        (FNO). Quota rule (default): the fraction of particles that collide
+        (once each, textbook DSMC); threshold rule: Eq. 7's ``1 - threshold``.
       dt: drift time step (1 in the code).
       rule: ``"hard_sphere"`` (textbook, default) or ``"released"`` (the
         authors' code); see :func:`kinetix.dsmc.collide`.
-      length_scale: ``ell`` in the acceptance's ``exp(-|x_i - x_j| / ell)``.
+      length_scale: ``ell`` in the acceptance's ``exp(-|x_i - x_j| / ell)``: a
+        positive number or ``"mean"``/``"median"``/``"sqrt_d"`` (per system, at
+        each call). Default ``"mean"`` with the quota rule, 1 (the code) with
+        the threshold rule.
+      acceptance: ``"quota"`` (default for ``"hard_sphere"``: the best
+        ``ceil(coll_coef * n / 2)`` pairs of each system collide, whatever the
+        features' scale) or ``"threshold"`` (default for ``"released"``: the
+        code's fixed threshold, which collides nothing on unit-scale
+        high-dimensional features; measured in ``results/collision_rates``).
       rng_stream: name of the ``nnx.Rngs`` stream the collision key is drawn
         from (missing streams fall back to ``default``).
       deterministic: if true, never collide (set by ``model.eval()``).
@@ -148,9 +158,10 @@ class KineticResidual(nnx.Module):
         coll_coef: float = 0.5,
         dt: float = 1.0,
         rule: dsmc.DSMCRule = "hard_sphere",
-        length_scale: float = 1.0,
+        length_scale: float | collision.LengthRule | None = None,
         rng_stream: str = "collision",
         deterministic: bool = False,
+        acceptance: collision.Acceptance | None = None,
     ):
         if layout not in ("spatial", "token"):
             raise ValueError(f"layout must be 'spatial' or 'token', got {layout!r}.")
@@ -162,7 +173,12 @@ class KineticResidual(nnx.Module):
         if particle_dim is not None:
             particle_dim = check_int(particle_dim, "particle_dim", low=1, where=where)
         check_real(dt, "dt", where=where)
-        check_real(length_scale, "length_scale", low=0.0, low_open=True, where=where)
+        if acceptance is None:
+            acceptance = "threshold" if rule == "released" else "quota"
+        collision.check_acceptance(acceptance, where=where)
+        if length_scale is None:
+            length_scale = "mean" if acceptance == "quota" else 1.0
+        collision.check_length_scale(length_scale, where=where)
         self.layout = layout
         self.n_divide = n_divide
         self.particle_dim = particle_dim
@@ -170,6 +186,7 @@ class KineticResidual(nnx.Module):
         self.dt = dt
         self.rule = rule
         self.length_scale = length_scale
+        self.acceptance = acceptance
         self.rng_stream = rng_stream
         self.deterministic = deterministic
         self.collision_rate = CollisionRate(jnp.zeros([], jnp.float32))
@@ -200,6 +217,7 @@ class KineticResidual(nnx.Module):
             dt=self.dt,
             rule=self.rule,
             length_scale=self.length_scale,
+            acceptance=self.acceptance,
         )
         self.collision_rate[...] = info.rate
         return from_particles(x_new, x.shape, self.layout, self.n_divide, self.particle_dim)

@@ -235,7 +235,7 @@ class ResNet(nnx.Module):
         n_divide: Sequence[int] = (16, 8, 4, 2),
         coll_coef: float = 0.5,
         rule: dsmc.DSMCRule = "hard_sphere",
-        length_scale: float = 1.0,
+        length_scale: float | str | None = None,
         rngs: nnx.Rngs,
     ):
         if block not in _BLOCKS:

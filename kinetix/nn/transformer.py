@@ -58,7 +58,7 @@ class EncoderLayer(nnx.Module):
         particle_dim: int = 16,
         coll_coef: float = 0.5,
         rule: dsmc.DSMCRule = "hard_sphere",
-        length_scale: float = 1.0,
+        length_scale: float | str | None = None,
         rngs: nnx.Rngs,
     ):
         self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
@@ -160,7 +160,7 @@ class TextEncoder(nnx.Module):
         particle_dim: int = 16,
         coll_coef: float = 0.5,
         rule: dsmc.DSMCRule = "hard_sphere",
-        length_scale: float = 1.0,
+        length_scale: float | str | None = None,
         rngs: nnx.Rngs,
     ):
         check_options(residual=residual)
