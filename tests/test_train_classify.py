@@ -549,3 +549,23 @@ def test_bit_flipped_checkpoint_is_detected_and_skipped(straight, tmp_path):
     assert any("integrity check failed" in m for m in msgs), [str(w.message) for w in caught]
     assert summary["resumed_from_step"] == 9
     _assert_bitwise(_final_state(out)[1], reference)
+
+
+def test_collision_rates_logged_per_epoch_and_inert_layers_warned(tmp_path):
+    # Issue 11 item 3: the epoch-mean rate of every KO leaf and kinetic block is
+    # logged; a layer that collided nothing for a whole epoch is named once.
+    args = ["--width", "4", "--epochs", "2", "--batch-size", "256", "--no-progress"]
+    out = str(tmp_path / "quota")
+    classify.main([*args, "--ko", "hard", "--coll-coef", "0.1", "--out", out])
+    rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
+    # 10 classifier units: ceil(0.1 * 10 / 2) = 1 pair of 45 at every step
+    assert [r["collision_rates"] for r in rows] == [
+        {"ko/classifier/kernel": pytest.approx(1 / 45)}
+    ] * 2
+    assert rows[-1]["collision_rate"] == pytest.approx(1 / 45)
+    out = str(tmp_path / "paper")
+    with pytest.warns(loop.InertCollisionWarning, match="ko/classifier/kernel") as record:
+        classify.main([*args, "--ko", "hard-paper", "--coll-coef", "0.1", "--out", out])
+    assert len([w for w in record if w.category is loop.InertCollisionWarning]) == 1  # once
+    rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
+    assert [r["collision_rate"] for r in rows] == [0.0, 0.0]

@@ -342,7 +342,7 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
 # ----------------------------------------------------------------- optimizer
 
 OPTIMIZERS = ("sgd", "adamw", "lamb")
-KO_KINDS = ("none", "soft", "hard")
+KO_KINDS = ("none", "soft", "hard", "hard-paper", "hard-released")
 
 
 def make_schedule(lr: float, total_steps: int, warmup_steps: int = 0) -> optax.Schedule:
@@ -387,8 +387,10 @@ def make_optimizer(
     mask = kinetix.path_mask(ko_mask)
     if ko == "soft":
         collide = kinetix.ko_soft(coll_coef, key=ko_key, mask=mask)
-    elif ko == "hard":
+    elif ko == "hard":  # kinetix's default: the quota rule (collides at every scale)
         collide = kinetix.ko_hard(coll_coef, key=ko_key, mask=mask)
+    elif ko in ("hard-paper", "hard-released"):  # the papers' threshold rules, exactly
+        collide = kinetix.ko_hard(coll_coef, key=ko_key, mask=mask, rule=ko.split("-")[1])
     else:
         raise ValueError(f"--ko must be one of {KO_KINDS}, got {ko!r}.")
     return optax.chain(collide, base)
@@ -422,7 +424,9 @@ class TrainState(NamedTuple):
       opt_state: the optimizer state (with KO's key and count).
       key: raw ``uint32`` key data of the run's root key; step ``s`` uses
         ``fold_in(key, s)``.
-      sums: running ``[loss sum, correct, examples]`` of the current epoch.
+      sums: running ``[loss sum, correct, examples, steps, *rates]`` of the
+        current epoch; ``rates`` are the per-step collision rates of the
+        program's :attr:`Program.rate_names` (KO leaves, kinetic blocks).
     """
 
     step: jax.Array
@@ -450,6 +454,70 @@ class Program:
     parallel: str
     train_step: Callable
     eval_step: Callable
+    rate_names: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------- collision diagnostics
+
+_RATE_FIELD = "collision_rate"
+
+
+def _path_name(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+    if parts and parts[-1] == "value":  # an nnx.Variable's payload
+        parts.pop()
+    return "/".join(parts)
+
+
+def rate_leaves(opt_state: Any, rest: Any) -> list[tuple[str, Any]]:
+    """Every collision-rate leaf: ``("ko/<param path>", rate)`` and ``("kinetic/<block>", rate)``.
+
+    KO's ``KOState.collision_rate`` (one rate per parameter leaf, found
+    anywhere in a chained or masked state) and each
+    :class:`kinetix.nn.KineticResidual`'s ``collision_rate`` variable.
+    """
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]:
+        name = _path_name(path)
+        if f"{_RATE_FIELD}/" in name:
+            out.append(("ko/" + name.split(f"{_RATE_FIELD}/", 1)[1], leaf))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(rest)[0]:
+        name = _path_name(path)
+        if f"/{_RATE_FIELD}" in name:
+            out.append(("kinetic/" + name.split(f"/{_RATE_FIELD}", 1)[0], leaf))
+    return out
+
+
+def watched_rates(model: nnx.Module, params: Any, tx: optax.GradientTransformation) -> tuple:
+    """The names of :func:`rate_leaves` that should collide: KO leaves that are
+    collided (float, >= 2 dims, non-empty, selected by the mask) and kinetic
+    blocks with ``coll_coef > 0``."""
+    from kinetix.nn import KineticResidual
+
+    opt_state = jax.eval_shape(tx.init, params)
+    rest = nnx.split(model, nnx.Param, ...)[2]
+    shapes = {_path_name(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    active_blocks = {
+        "/".join(str(k) for k in path)
+        for path, node in nnx.iter_graph(model)
+        if isinstance(node, KineticResidual) and float(node.coll_coef) > 0
+    }
+    names = []
+    for name, _ in rate_leaves(opt_state, rest):
+        kind, where = name.split("/", 1)
+        if kind == "ko":
+            leaf = shapes.get(where)
+            if leaf is not None and leaf.ndim >= 2 and leaf.size > 0:
+                if jnp.issubdtype(leaf.dtype, jnp.floating):
+                    names.append(name)
+        elif where in active_blocks:
+            names.append(name)
+    return tuple(names)
 
 
 def init_model(make: Callable[[], nnx.Module]) -> nnx.Module:
@@ -538,6 +606,7 @@ def build_program(
     if parallel == "pmap":
         _set_batchnorm_axis(model, None)
         graphdef_eval = split_model(model)[1]
+    rate_names = watched_rates(model, params, tx)
 
     def step_fn(state: TrainState, inputs, labels, axis: str | None):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
@@ -555,7 +624,10 @@ def build_program(
             loss_sum, correct, count = (jax.lax.psum(v, axis) for v in (loss_sum, correct, count))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        batch = jnp.stack([loss_sum, correct.astype(jnp.float32), count])
+        found = dict(rate_leaves(opt_state, new_rest))
+        rates = [jnp.asarray(found[n], jnp.float32).reshape(()) for n in rate_names]
+        one = jnp.ones((), jnp.float32)
+        batch = jnp.stack([loss_sum, correct.astype(jnp.float32), count, one, *rates])
         new = TrainState(state.step + 1, params, new_rest, opt_state, state.key, state.sums + batch)
         return new, batch
 
@@ -583,7 +655,9 @@ def build_program(
             donate_argnums=0,
         )
     eval_step = jax.jit(eval_fn, in_shardings=(repl, repl, data, data, data), out_shardings=repl)
-    prog = Program(graphdef_train, graphdef_eval, tx, apply, mesh, parallel, train_step, eval_step)
+    prog = Program(
+        graphdef_train, graphdef_eval, tx, apply, mesh, parallel, train_step, eval_step, rate_names
+    )
     if cache_key is not None:
         _PROGRAMS[cache_key] = prog
     return prog, params, rest
@@ -598,7 +672,7 @@ def init_state(prog: Program, params, rest, seed: int) -> TrainState:
         rest=rest,
         opt_state=prog.tx.init(params),
         key=key,
-        sums=jnp.zeros((3,), jnp.float32),
+        sums=jnp.zeros((4 + len(prog.rate_names),), jnp.float32),
     )
     return put_replicated(state, prog.mesh)
 
@@ -1109,6 +1183,31 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+class InertCollisionWarning(UserWarning):
+    """A KO leaf or kinetic block collided no pair during a whole epoch."""
+
+
+def warn_inert(epoch_rates: dict[str, float], epoch: int, warned: set[str]) -> list[str]:
+    """One warning naming every watched layer that collided no pair this epoch (once per layer).
+
+    Returns the newly reported names.
+    """
+    inert = [n for n, r in epoch_rates.items() if r == 0.0 and n not in warned]
+    if inert:
+        warned.update(inert)
+        warnings.warn(
+            f"epoch {epoch}: no pair collided in {', '.join(inert)} during the whole epoch, so "
+            "these collisions do nothing. Raise --coll-coef, or use the quota rule (--ko hard, "
+            "the default of kinetix.ko_hard() and KineticResidual(), which collides a fixed "
+            "share of each layer's particles at any scale) instead of a fixed threshold. A "
+            "kinetic block with fewer than 2 particles per system (small feature maps) cannot "
+            "collide: lower its n_divide or make it plain.",
+            InertCollisionWarning,
+            stacklevel=2,
+        )
+    return inert
+
+
 def plot_curves(rows: list[dict[str, Any]], path: str, title: str) -> None:
     """``curves.png``: loss, accuracy, classifier neuron similarity, KO collision rate."""
     import matplotlib
@@ -1120,19 +1219,26 @@ def plot_curves(rows: list[dict[str, Any]], path: str, title: str) -> None:
         return
     ep = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    axes[0].plot(ep, [r["train_loss"] for r in rows], label="train")
-    axes[0].plot(ep, [r["test_loss"] for r in rows], label="test")
+    axes[0].plot(ep, [r["train_loss"] for r in rows], marker="o", label="train")
+    axes[0].plot(ep, [r["test_loss"] for r in rows], marker="o", label="test")
     axes[0].set_title("loss")
-    axes[1].plot(ep, [r["train_accuracy"] for r in rows], label="train")
-    axes[1].plot(ep, [r["test_accuracy"] for r in rows], label="test")
+    axes[1].plot(ep, [r["train_accuracy"] for r in rows], marker="o", label="train")
+    axes[1].plot(ep, [r["test_accuracy"] for r in rows], marker="o", label="test")
     axes[1].set_title("accuracy")
     axes[2].plot(ep, [r["neuron_similarity_mean"] for r in rows], label="mean |cos|")
     axes[2].plot(ep, [r["neuron_similarity_max"] for r in rows], label="max |cos|")
     axes[2].set_title("classifier neuron similarity")
-    rates = [r["collision_rate"] for r in rows]
-    if any(v is not None for v in rates):
-        axes[3].plot(ep, [np.nan if v is None else v for v in rates])
-    axes[3].set_title("KO collision rate")
+    for key, label in (("collision_rate", "KO"), ("kinetic_collision_rate", "kinetic blocks")):
+        rates = [r.get(key) for r in rows]
+        if any(v is not None for v in rates):
+            axes[3].plot(ep, [np.nan if v is None else v for v in rates], marker="o", label=label)
+    if any(
+        v and v > 0
+        for r in rows
+        for v in (r.get("collision_rate"), r.get("kinetic_collision_rate"))
+    ):
+        axes[3].set_yscale("log")
+    axes[3].set_title("collision rate (epoch mean, fraction of pairs)")
     for ax in axes:
         ax.set_xlabel("epoch")
         if ax.get_legend_handles_labels()[0]:
@@ -1243,6 +1349,7 @@ def run_training(
                 f.write(json.dumps(r) + "\n")
     train_seconds = rows[-1]["train_seconds"] if rows else 0.0
     data_wait = sum(r.get("data_wait_seconds", 0.0) for r in rows)
+    warned: set[str] = set()  # layers already reported as inert
 
     local = _local_rows(bs)
 
@@ -1320,10 +1427,12 @@ def run_training(
             sums = np.asarray(hs.sums)
             test = evaluate(prog, hs.params, hs.rest, data, cfg["eval_batch_size"])
             sim = kinetix.metrics.neuron_similarity(classifier_kernel(hs.params), axis=-1)
-            rate = None
-            if cfg.get("ko", "none") != "none":
-                rates = kinetix.collision_rates(hs.opt_state)
-                rate = float(np.mean(list(rates.values()))) if rates else None
+            epoch_rates = {
+                n: float(r / max(sums[3], 1.0))
+                for n, r in zip(prog.rate_names, sums[4:], strict=True)
+            }
+            ko_rates = [v for n, v in epoch_rates.items() if n.startswith("ko/")]
+            kin_rates = [v for n, v in epoch_rates.items() if n.startswith("kinetic/")]
             row = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -1333,7 +1442,9 @@ def run_training(
                 "test_accuracy": test["accuracy"],
                 "neuron_similarity_mean": float(sim.mean_abs_cos),
                 "neuron_similarity_max": float(sim.max_abs_cos),
-                "collision_rate": rate,
+                "collision_rate": float(np.mean(ko_rates)) if ko_rates else None,
+                "kinetic_collision_rate": float(np.mean(kin_rates)) if kin_rates else None,
+                "collision_rates": epoch_rates,
                 "learning_rate": float(cfg["schedule"](step)),
                 "train_seconds": train_seconds,
                 "data_wait_seconds": feed.wait_s,
@@ -1342,6 +1453,7 @@ def run_training(
             if jax.process_index() == 0:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
+                warn_inert(epoch_rates, epoch + 1, warned)
             if bar is not None:
                 bar.write(
                     f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
@@ -1390,6 +1502,7 @@ def run_training(
         "neuron_similarity_mean": rows[-1]["neuron_similarity_mean"] if rows else None,
         "neuron_similarity_max": rows[-1]["neuron_similarity_max"] if rows else None,
         "collision_rate": rows[-1]["collision_rate"] if rows else None,
+        "kinetic_collision_rate": rows[-1]["kinetic_collision_rate"] if rows else None,
         "train_seconds": train_seconds,
         "data_wait_fraction": data_wait / train_seconds if train_seconds > 0 else None,
         "examples_per_second": (steps_this_run * bs / wall) if wall > 0 else None,
