@@ -34,8 +34,10 @@ METRICS = (
     "neuron_similarity_mean",
     "neuron_similarity_max",
     "collision_rate",
+    "kinetic_collision_rate",
     "train_seconds",
 )
+PAIRED = ("test_accuracy", "best_test_accuracy", "neuron_similarity_max")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -43,6 +45,32 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     if arr.size == 0:
         return float("nan"), float("nan")
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def paired_difference(runs: list[dict], variant: str, baseline: str, metric: str) -> dict:
+    """``variant - baseline`` of ``metric`` per seed (seeds both ran), with mean ± std.
+
+    Returns:
+      ``{"n", "mean", "std", "higher", "lower", "per_seed"}``: the number of
+      paired seeds, the mean and sample std (ddof=1) of the differences, and
+      how many seeds the variant scored higher / lower than the baseline.
+    """
+    base = {r["seed"]: r[metric] for r in runs if r["variant"] == baseline}
+    diffs = {
+        r["seed"]: r[metric] - base[r["seed"]]
+        for r in runs
+        if r["variant"] == variant and base.get(r["seed"]) is not None and r.get(metric) is not None
+    }
+    values = list(diffs.values())
+    m, sd = mean_std(values)
+    return {
+        "n": len(values),
+        "mean": m,
+        "std": sd,
+        "higher": sum(v > 0 for v in values),
+        "lower": sum(v < 0 for v in values),
+        "per_seed": diffs,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -85,6 +113,11 @@ def main(argv: list[str] | None = None) -> dict:
     for name, _ in args.variant:
         rows = [r for r in runs if r["variant"] == name]
         table[name] = {k: mean_std([r[k] for r in rows]) for k in METRICS}
+    baseline = args.variant[0][0]
+    paired = {
+        name: {k: paired_difference(runs, name, baseline, k) for k in PAIRED}
+        for name, _ in args.variant[1:]
+    }
     summary = {
         "script": args.script,
         "common": args.common,
@@ -92,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": args.seeds,
         "runs": runs,
         "mean_std": table,
+        "paired_vs": baseline,
+        "paired_differences": paired,
         "sweep_seconds": time.perf_counter() - t0,
         "versions": loop.versions(),
     }
@@ -101,8 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
         "(mean ± std over seeds; std with ddof=1).",
         "",
         "| variant | flags | test acc. (last) | best test acc. | neuron sim. mean | "
-        "neuron sim. max | collision rate | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "neuron sim. max | KO collision rate | kinetic collision rate | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, flags in args.variant:
         t = table[name]
@@ -114,7 +149,28 @@ def main(argv: list[str] | None = None) -> dict:
         lines.append(
             f"| {name} | `{flags}` | {f('test_accuracy')} | {f('best_test_accuracy')} | "
             f"{f('neuron_similarity_mean', 3)} | {f('neuron_similarity_max', 3)} | "
-            f"{f('collision_rate', 3)} | {f('train_seconds', 0)} |"
+            f"{f('collision_rate', 4)} | {f('kinetic_collision_rate', 4)} | "
+            f"{f('train_seconds', 0)} |"
+        )
+    lines += [
+        "",
+        f"Paired differences against `{baseline}` (same seed: same initialisation and data "
+        "order), mean ± std over seeds; higher/lower = seeds where the variant scored "
+        "higher/lower:",
+        "",
+        "| variant | Δ test acc. (last) | Δ best test acc. | Δ neuron sim. max | higher/lower (last acc.) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, _ in args.variant[1:]:
+        d = paired[name]
+
+        def g(k, d=d):
+            return "n/a" if not d[k]["n"] else f"{d[k]['mean']:+.4f} ± {d[k]['std']:.4f}"
+
+        acc = d["test_accuracy"]
+        lines.append(
+            f"| {name} | {g('test_accuracy')} | {g('best_test_accuracy')} | "
+            f"{g('neuron_similarity_max')} | {acc['higher']}/{acc['lower']} of {acc['n']} |"
         )
     with open(os.path.join(args.out, "table.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
