@@ -169,6 +169,7 @@ def main(argv=None):
             ("released", 0.5, 1.0),
             ("released", 0.5, 0.01),
             ("hard_sphere", 0.5, 0.01),
+            ("hard_sphere", 0.5, 1.0),  # the default (quota rule): acts at unit scale
         ):
             r = run(**cfg, coll_coef=coll_coef, rule=rule, repeats=args.repeats, x_scale=x_scale)
             rows.append(r)

@@ -4,8 +4,9 @@ The KO paper reports a negligible cost for collisions on the last layer (ResNet-
 on CIFAR: 3.68 h with SGD vs 3.69 h with SGD + soft collision). This script
 measures the step of ``train.classify`` (augmentation, forward, backward, KO,
 SGD, under ``jax.jit`` with the batch sharded over the local devices) for
-``--ko none|soft|hard``, fed by the script's own prefetching loader, and
-prints:
+``--ko none|soft|hard`` and for the same network with kinetic (KITINet)
+residuals at their defaults (``kinetic``, no KO), fed by the script's own
+prefetching loader, and prints:
 
 * images/second and ms/step (median over ``--rounds`` rounds, the three
   variants interleaved round-robin, so machine noise hits them alike);
@@ -35,10 +36,10 @@ import numpy as np
 from train import classify, loop, registry
 
 
-def build(args, ko: str):
+def build(args, ko: str, model_name: str):
     model = loop.init_model(
         lambda: registry.build(
-            args.model,
+            model_name,
             "image",
             10,
             in_channels=3,
@@ -89,11 +90,18 @@ def main(argv=None):
     s = args.image_size
     images = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, (n,)).astype(np.int32)
+    # "kinetic": the same network with KITINet residuals at their defaults, no KO.
+    kinetic_model = args.model + "_kinetic"
     variants = ("none", "soft", "hard")
+    if kinetic_model in registry.names("image"):
+        variants += ("kinetic",)
     progs, states, times, waits, compile_s = {}, {}, {v: [] for v in variants}, {}, {}
     for ko in variants:
         t = time.perf_counter()
-        progs[ko], states[ko] = build(args, ko)
+        if ko == "kinetic":
+            progs[ko], states[ko] = build(args, "none", kinetic_model)
+        else:
+            progs[ko], states[ko] = build(args, ko, args.model)
         states[ko], _, _ = time_steps(progs[ko], states[ko], images, labels, 2, args.batch_size)
         compile_s[ko] = time.perf_counter() - t
         waits[ko] = []
@@ -130,7 +138,7 @@ def main(argv=None):
         f"{jax.device_count()} {jax.default_backend()} device(s), "
         f"median of {args.rounds} rounds x {args.steps} steps"
     )
-    print("| KO | ms/step | images/s | ratio to none | data wait | first 2 steps (s) |")
+    print("| variant | ms/step | images/s | ratio to none | data wait | first 2 steps (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(
