@@ -343,6 +343,7 @@ def train_seed(
 
     kinetic = cfg["model"] == "fno_kinetic"
     rows, all_rates, epoch_secs = [], [], []
+    warned: set[str] = set()  # kinetic layers already reported as inert
     t_train = time.perf_counter()
     bar = tqdm(
         range(cfg["epochs"]),
@@ -374,6 +375,9 @@ def train_seed(
             )
         if kinetic:
             row["collision_rate"] = rates.mean(axis=0).tolist()
+            per_layer = {f"kinetic/layer{i}": float(r) for i, r in enumerate(row["collision_rate"])}
+            if cfg["coll_coef"] > 0:
+                loop.warn_inert(per_layer, ep + 1, warned)
         cond = condensation(nnx.merge(graphdef_eval, params, rest), cfg["top_k"])
         row["condensation_w_top_k"] = cond["w_top_k"]
         row["condensation_k_top_k"] = cond["k_top_k"]
