@@ -67,15 +67,25 @@ ever divided by zero.
 * (5), symmetric ``W``: :math:`\mathbf 1^T D L_{rw} = 0`, so the
   degree-weighted sum :math:`\sum_i d_i x_i` is conserved.
 
-**Stability, Eq. (7).** For a symmetric ``L`` with eigenvalues in
-:math:`[0, \lambda_{max}]`, step (1) multiplies each eigen-component by
-:math:`1 - \gamma\lambda`, which stays in :math:`[-1, 1]` if and only if
+**Stability, Eq. (7).** Step (1) multiplies each eigen-component of ``L`` by
+:math:`1 - \gamma\lambda`, so it is stable if and only if
+:math:`|1 - \gamma\lambda| \le 1` for every eigenvalue :math:`\lambda`, i.e.
+:math:`\gamma |\lambda|^2 \le 2 \operatorname{Re}\lambda`. With
+:math:`\lambda_{eff} = \max_\lambda |\lambda|^2 / \operatorname{Re}\lambda`:
 
-.. math::  0 \le \gamma\,\lambda_{max}(L) \le 2.                      \qquad (7)
+.. math::  0 \le \gamma\,\lambda_{eff}(L) \le 2,                     \qquad (7)
 
-For (4), and for (5) when ``W`` is symmetric, :math:`\lambda_{max} \le 2`, so any
-:math:`\gamma \le 1` is stable whatever the data. For (3) and (6) the bound
-depends on the data: :math:`\lambda_{max} \le 2 \max_i d_i` (Gershgorin).
+which for a symmetric positive semi-definite ``L`` (eigenvalues in
+:math:`[0, \lambda_{max}]`, every Laplacian of a symmetric ``W``) is
+:math:`0 \le \gamma\lambda_{max} \le 2`. For a non-symmetric ``L``
+(``symmetrize_mode="none"``) the eigenvalues may be complex and the largest
+real part is not enough: the eigenvalues ``1 +- i`` of ``[[1, -1], [1, 1]]``
+need :math:`\gamma \le 1`, not :math:`\gamma \le 2`.
+For (4) and (5), :math:`\lambda_{eff} \le 2` even for a non-symmetric ``W``
+(the Gershgorin discs of (5), to which (4) is similar, have centres
+:math:`c_i \le 1` and radii :math:`c_i`), so any :math:`\gamma \le 1` is stable
+whatever the data. For (3) and (6) the bound
+depends on the data: :math:`\lambda_{eff} \le 2 \max_i d_i` (Gershgorin).
 :func:`diffuse` refuses a step that violates (7) with a ``ValueError``.
 
 **Dirichlet energy, Eq. (8).** :math:`E(x) = \operatorname{tr}(x^T L x)`. For (3),
@@ -114,12 +124,13 @@ textbook objects named in the issue:
    and the bandwidth :math:`s_i`), which are piecewise constant selections.
    :class:`kinetix.nn.diffusion.DiffusionLayer` stops the gradient through the
    whole graph by default.
-7. Stability check: exact ``lambda_max`` (float64 NumPy ``eigvalsh``) for a
-   concrete ``L`` with ``N <= EXACT_MAX_N`` once the cheap Gershgorin bound is
-   inconclusive, with a relative slack ``STABILITY_RTOL = 1e-5``. For a
-   non-symmetric ``L`` it uses the largest real part of the eigenvalues, which
-   is exact for :math:`L_{rw}` of a symmetric ``W`` (real spectrum). This
-   ignores the transient growth of non-normal matrices. COIN also needs the
+7. Stability check: exact :math:`\lambda_{eff}` (float64 NumPy ``eigvalsh``, or
+   ``eigvals`` for a non-symmetric ``L``) for a concrete ``L`` with
+   ``N <= EXACT_MAX_N`` once the cheap Gershgorin bound is inconclusive, with a
+   relative slack ``STABILITY_RTOL = 1e-5``. The Gershgorin bound assumes a
+   symmetric ``L`` positive semi-definite; for a non-symmetric ``L`` it is used
+   only when ``L`` is diagonally dominant (its discs then lie in the stable
+   disc). This ignores the transient growth of non-normal matrices. COIN also needs the
    diffused probabilities to stay non-negative, which holds when
    :math:`\gamma \max_i L_{ii} \le 1` (every off-diagonal ``L_ij <= 0``). That
    is a separate condition, not implied by (7), and it is not checked.
@@ -142,7 +153,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -213,16 +224,77 @@ def _float_dtype(dtype) -> jnp.dtype:
 
 
 def _static_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a Python int, got {value!r} ({type(value).__name__}).")
+    """A static integer argument: a Python or NumPy int, or a concrete 0-d integer array.
+
+    ``TypeError`` for anything else (``bool``, floats such as ``2.0``, a traced
+    value: it sets a loop length or array shapes, so it must be known when
+    tracing); ``ValueError`` below ``minimum``.
+    """
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not is_int and isinstance(value, np.ndarray | jax.Array) and _is_concrete(value):
+        is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
+    if not is_int:
+        raise TypeError(
+            f"{name} must be a Python int (or a NumPy/JAX integer scalar known before tracing), "
+            f"got {value!r} ({type(value).__name__})."
+        )
     value = int(value)
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     return value
 
 
+def _real_scalar(value: Any, name: str, *, allow_traced: bool = True) -> float | None:
+    """A real scalar argument (Python/NumPy number or 0-d array): its value as a float.
+
+    ``None`` for a traced value when ``allow_traced`` (it cannot be checked; its
+    shape still must be ``()``), else a ``ValueError`` saying it must be concrete.
+    ``bool``, non-real and non-scalar values are refused with a ``ValueError``.
+    """
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a real number, got the bool {value!r}.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}.")
+    dtype = jnp.result_type(value) if isinstance(value, jax.Array) else np.asarray(value).dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real number, got {value!r} ({dtype}).")
+    if not _is_concrete(value):
+        if allow_traced:
+            return None
+        raise ValueError(
+            f"{name} must be a concrete number (it is traced under jit/grad/vmap): pass a "
+            "Python or NumPy number."
+        )
+    return _scalar(value)
+
+
+def _nonnegative(value: Any, name: str, hint: str = "", *, allow_inf: bool = False) -> float | None:
+    """A concrete real scalar that is ``>= 0`` and finite (or ``+inf`` if allowed); ``None`` if traced."""
+    v = _real_scalar(value, name)
+    if v is not None and (math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf)):
+        what = "a number >= 0 (inf allowed)" if allow_inf else "a finite number >= 0"
+        raise ValueError(f"{name} must be {what}, got {v}.{hint if v < 0 else ''}")
+    return v
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)
+
+
+def _bandwidth_value(fixed_bandwidth: Any) -> float | None:
+    """``fixed_bandwidth`` as a Python float (a static, hashable argument): finite and > 0."""
+    if fixed_bandwidth is None:
+        return None
+    v = _real_scalar(fixed_bandwidth, "fixed_bandwidth", allow_traced=False)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"fixed_bandwidth must be a finite number > 0 (or None), got {v}.")
+    return v
+
+
 def _choice(value: str, name: str, options: tuple[str, ...]) -> str:
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}.")
     return value
 
@@ -441,11 +513,8 @@ def kernel_weights(
                 "sigma=1 selects the point's zero distance to itself as its bandwidth; "
                 "use sigma >= 2 (the code uses 4), or pass fixed_bandwidth."
             )
-    elif not (isinstance(fixed_bandwidth, int | float) and math.isfinite(fixed_bandwidth)):
-        raise ValueError(f"fixed_bandwidth must be a finite float > 0, got {fixed_bandwidth!r}.")
-    elif fixed_bandwidth <= 0:
-        raise ValueError(f"fixed_bandwidth must be > 0, got {fixed_bandwidth}.")
-
+    fixed_bandwidth = _bandwidth_value(fixed_bandwidth)
+    self_loops = _flag(self_loops, "self_loops")
     return _kernel(x, n_top, sigma, truncation, bandwidth, fixed_bandwidth, self_loops)
 
 
@@ -672,7 +741,10 @@ def lambda_max(laplacian: Any, method: LambdaMethod = "auto") -> jax.Array:
         ``"gershgorin"``.
 
     Returns:
-      A float scalar. ``"gershgorin"`` never underestimates.
+      A float scalar. ``"gershgorin"`` never underestimates the spectral radius.
+      For a non-symmetric ``L`` with complex eigenvalues the largest real part is
+      *not* the stability bound: :math:`\gamma \le 2 / \lambda_{max}` may be
+      unstable there; use :func:`max_stable_gamma` or :func:`check_stability`.
     """
     _choice(method, "method", LAMBDA_METHODS)
     lap = _check_laplacian(laplacian)
@@ -695,9 +767,10 @@ def _is_symmetric(lap_np: np.ndarray) -> bool:
 def _lambda_max_np(lap_np: np.ndarray, method: str) -> tuple[float, str]:
     """``lambda_max`` of a concrete Laplacian in float64 NumPy, and how it was obtained.
 
-    A non-symmetric ``L`` (random walk) gets the largest real part of its
-    eigenvalues (``numpy.linalg.eigvals``); for ``I - D^-1 W`` with a symmetric
-    ``W`` they are real and equal to those of ``L_sym``.
+    A non-symmetric ``L`` gets the largest real part of its eigenvalues
+    (``numpy.linalg.eigvals``); for ``I - D^-1 W`` with a symmetric ``W`` they are
+    real and equal to those of ``L_sym``. (This is not the stability bound of a
+    non-symmetric ``L``: see :func:`_stability_np`.)
     """
     n = lap_np.shape[0]
     if method == "auto":
@@ -710,15 +783,115 @@ def _lambda_max_np(lap_np: np.ndarray, method: str) -> tuple[float, str]:
     return float(np.max(np.linalg.eigvals(lap64).real)), "exact eigvals (non-symmetric L)"
 
 
-def max_stable_gamma(laplacian: Any, method: LambdaMethod = "auto") -> float:
-    r"""The largest step size allowed by Eq. (7): :math:`2 / \lambda_{max}(L)`.
+class _Bound(NamedTuple):
+    """What the stability check of a concrete ``L`` found (see :func:`_stability_np`)."""
 
-    Needs a concrete (not traced) Laplacian. Returns ``inf`` for ``L = 0``.
+    lam: float  # lambda_eff = max |lambda|^2 / Re(lambda) (or an upper bound); inf: no gamma > 0
+    how: str  # how it was obtained
+    symmetric: bool
+    eigenvalue: complex | None = None  # the binding eigenvalue (exact method only)
+
+
+def _gershgorin_np(lap_np: np.ndarray) -> _Bound | None:
+    """An upper bound on ``lambda_eff`` from Gershgorin discs, or ``None`` if they cannot give one.
+
+    * symmetric ``L`` (assumed positive semi-definite, as every graph Laplacian):
+      the eigenvalues are real and at most ``max_i sum_j |L_ij|``;
+    * otherwise, if ``L`` is diagonally dominant with a non-negative diagonal by
+      rows (or by columns), every eigenvalue lies in a disc of centre ``L_ii``
+      and radius ``R_i <= L_ii``, and such a disc lies inside the stable disc
+      ``{|1 - gamma lambda| <= 1}`` (centre and radius ``1 / gamma``) iff
+      ``gamma (L_ii + R_i) <= 2``: so ``lambda_eff <= max_i sum_j |L_ij|``.
+      (Laplacians (3), (5) and (6) are such, for any non-negative ``W``.)
+    """
+    a = np.abs(lap_np.astype(np.float64))
+    diag = np.diagonal(lap_np).astype(np.float64)
+    if _is_symmetric(lap_np):
+        return _Bound(float(np.max(a.sum(axis=1))), "Gershgorin upper bound", True)
+    for axis, what in ((1, "rows"), (0, "columns")):
+        total = a.sum(axis=axis)
+        radius = total - np.abs(diag)
+        if np.all(diag >= radius - STABILITY_RTOL * total):
+            how = f"Gershgorin upper bound (non-symmetric L, diagonally dominant by {what})"
+            return _Bound(float(np.max(total)), how, False)
+    return None
+
+
+def _exact_np(lap_np: np.ndarray) -> _Bound:
+    r"""``lambda_eff = max |lambda|^2 / Re(lambda)`` over the eigenvalues of a concrete ``L`` (float64).
+
+    Eigenvalues with ``|lambda| <= STABILITY_RTOL * max |lambda|`` count as 0
+    (round-off of a zero eigenvalue; they change ``|1 - gamma lambda|^2`` by at
+    most ``4 STABILITY_RTOL``). ``inf`` if another one has ``Re(lambda) <= 0``:
+    then no ``gamma > 0`` is stable. For a symmetric ``L`` (real eigenvalues,
+    ``eigvalsh``) this is ``lambda_max`` when ``L`` is positive semi-definite.
+    """
+    lap64 = lap_np.astype(np.float64)
+    symmetric = _is_symmetric(lap_np)
+    if symmetric:
+        eig = np.linalg.eigvalsh(lap64).astype(complex)
+        how = "exact eigvalsh"
+    else:
+        eig = np.linalg.eigvals(lap64)
+        how = "exact eigvals (non-symmetric L)"
+    rho = float(np.max(np.abs(eig))) if eig.size else 0.0
+    live = eig[np.abs(eig) > STABILITY_RTOL * rho]
+    if live.size == 0:
+        return _Bound(0.0, how, symmetric)
+    if np.any(live.real <= 0):
+        worst = live[np.argmin(live.real)]
+        return _Bound(math.inf, how, symmetric, complex(worst))
+    ratio = np.abs(live) ** 2 / live.real
+    i = int(np.argmax(ratio))
+    return _Bound(float(ratio[i]), how, symmetric, complex(live[i]))
+
+
+def _stability_np(lap_np: np.ndarray, method: str, gamma: float | None = None) -> _Bound:
+    """The ``lambda_eff`` bound the check uses, for ``method`` (and ``gamma`` when known).
+
+    ``"gershgorin"``: the disc bound (``ValueError`` if the discs give none).
+    ``"exact"``: the eigenvalues. ``"auto"``: with ``gamma``, the disc bound when
+    it exists and already proves ``gamma`` stable; otherwise (or without
+    ``gamma``) the eigenvalues if ``N <= EXACT_MAX_N``, else the disc bound
+    (``ValueError`` if there is none).
+    """
+    n = lap_np.shape[0]
+    if method == "exact" or (method == "auto" and gamma is None and n <= EXACT_MAX_N):
+        return _exact_np(lap_np)
+    disc = _gershgorin_np(lap_np)
+    if method == "auto" and (
+        disc is None or (gamma is not None and gamma * disc.lam > 2.0 * (1.0 + STABILITY_RTOL))
+    ):
+        if n <= EXACT_MAX_N:
+            return _exact_np(lap_np)
+    if disc is None:
+        raise ValueError(
+            f"No Gershgorin bound for this non-symmetric L of N={n}: it is not diagonally "
+            "dominant, so the discs do not lie in the right half-plane. Use method='exact' "
+            f"(O(N^3); 'auto' does so for N <= {EXACT_MAX_N}), or pass lam_max= (an upper bound "
+            "on max |lambda|^2 / Re(lambda) over the eigenvalues lambda of L)."
+        )
+    return disc
+
+
+def max_stable_gamma(laplacian: Any, method: LambdaMethod = "auto") -> float:
+    r"""The largest stable step size: :math:`2 / \lambda_{eff}`, :math:`\lambda_{eff} = \max_\lambda |\lambda|^2 / \operatorname{Re}\lambda`.
+
+    Explicit Euler is stable iff :math:`|1 - \gamma\lambda| \le 1` for every
+    eigenvalue :math:`\lambda` of ``L`` (Eq. 7), i.e.
+    :math:`\gamma \le 2 \operatorname{Re}\lambda / |\lambda|^2`. For a symmetric
+    positive semi-definite ``L`` that is :math:`2 / \lambda_{max}(L)`. Needs a
+    concrete (not traced) Laplacian. Returns ``inf`` for ``L = 0`` and ``0.0``
+    when an eigenvalue has :math:`\operatorname{Re}\lambda \le 0` (no
+    :math:`\gamma > 0` is stable). ``method="gershgorin"`` gives a lower bound
+    on it (see :func:`check_stability`).
 
     Example:
       >>> import jax.numpy as jnp
       >>> from kinetix import diffusion
       >>> diffusion.max_stable_gamma(jnp.array([[1.0, -1.0], [-1.0, 1.0]]))
+      1.0
+      >>> round(diffusion.max_stable_gamma(jnp.array([[1.0, -1.0], [1.0, 1.0]])), 9)  # 1 +- i
       1.0
     """
     _choice(method, "method", LAMBDA_METHODS)
@@ -726,20 +899,55 @@ def max_stable_gamma(laplacian: Any, method: LambdaMethod = "auto") -> float:
     if lap_np is None:
         raise ValueError(
             "max_stable_gamma needs a concrete Laplacian (it returns a Python float); "
-            "call it outside jit, or use 2.0 / kinetix.diffusion.lambda_max(L) under jit."
+            "call it outside jit, or use 2.0 / kinetix.diffusion.lambda_max(L) under jit "
+            "(valid for a symmetric positive semi-definite L)."
         )
-    lam, _ = _lambda_max_np(lap_np, method)
-    return math.inf if lam <= 0 else 2.0 / lam
+    lam = _stability_np(lap_np, method).lam
+    if lam <= 0:
+        return math.inf
+    return 0.0 if math.isinf(lam) else 2.0 / lam
 
 
-def _unstable_message(gamma: float, lam: float, how: str) -> str:
+_STABLE_IFF = (
+    "explicit Euler x <- x - gamma L x is stable iff |1 - gamma lambda| <= 1 for every "
+    "eigenvalue lambda of L, i.e. gamma |lambda|^2 <= 2 Re(lambda)"
+)
+
+
+def _unstable_message(gamma: float, bound: _Bound) -> str:
+    lam, how = bound.lam, bound.how
+    fixes = (
+        "or a normalised Laplacian (normalization='symmetric' or 'random_walk', whose "
+        "eigenvalues satisfy this for any gamma <= 1), or more steps with a smaller gamma for "
+        "the same diffusion time."
+    )
+    if math.isinf(lam):
+        z = "" if bound.eigenvalue is None else f" lambda = {bound.eigenvalue:.6g}"
+        return (
+            f"Unstable diffusion step: {_STABLE_IFF}. L has an eigenvalue{z} ({how}) "
+            f"with Re(lambda) <= 0, so |1 - gamma lambda| > 1 for every gamma > 0 "
+            f"(got gamma={gamma:.6g}): the iteration would grow without bound. A Laplacian of "
+            "non-negative weights has no such eigenvalue; check how L was built."
+        )
+    if bound.symmetric:
+        return (
+            f"Unstable diffusion step: {_STABLE_IFF}; for a symmetric positive semi-definite L "
+            f"that is gamma * lambda_max(L) <= 2, but gamma={gamma:.6g} and "
+            f"lambda_max(L)={lam:.6g} ({how}) give gamma * lambda_max = {gamma * lam:.6g} > 2; "
+            f"the iteration would grow without bound. Use gamma <= {2.0 / lam:.6g}, " + fixes
+        )
+    z = "" if bound.eigenvalue is None else f", at the eigenvalue lambda = {bound.eigenvalue:.6g}"
+    growth = (
+        ""
+        if bound.eigenvalue is None
+        else f"; |1 - gamma lambda| = {abs(1 - gamma * bound.eigenvalue):.6g} per step"
+    )
     return (
-        f"Unstable diffusion step: explicit Euler x <- x - gamma L x needs "
-        f"gamma * lambda_max(L) <= 2, but gamma={gamma:.6g} and lambda_max(L)={lam:.6g} "
-        f"({how}) give gamma * lambda_max = {gamma * lam:.6g} > 2; the iteration would grow "
-        f"without bound. Use gamma <= {2.0 / lam:.6g}, or a normalised Laplacian "
-        "(normalization='symmetric' or 'random_walk', whose lambda_max <= 2, so any "
-        "gamma <= 1 is stable), or more steps with a smaller gamma for the same diffusion time."
+        f"Unstable diffusion step: {_STABLE_IFF}; that is gamma * lambda_eff <= 2 with "
+        f"lambda_eff = max |lambda|^2 / Re(lambda) (for a symmetric positive semi-definite L, "
+        f"lambda_max). This L is not symmetric: lambda_eff = {lam:.6g} ({how}{z}), so "
+        f"gamma={gamma:.6g} gives gamma * lambda_eff = {gamma * lam:.6g} > 2{growth}; the "
+        f"iteration would grow without bound. Use gamma <= {2.0 / lam:.6g}, " + fixes
     )
 
 
@@ -750,26 +958,47 @@ def check_stability(
     lam_max: ArrayLike | None = None,
     method: LambdaMethod = "auto",
 ) -> float:
-    r"""Raises ``ValueError`` unless ``0 <= gamma`` and ``gamma * lambda_max(L) <= 2`` (Eq. 7).
+    r"""Raises ``ValueError`` unless the explicit-Euler step :math:`x - \gamma L x` is stable (Eq. 7).
 
-    The bound is checked cheaply first with :func:`gershgorin_bound`. Only if
-    that bound is too loose is the exact ``lambda_max`` computed (see
-    :func:`lambda_max` for ``method``). A relative slack of ``STABILITY_RTOL``
-    absorbs round-off, so ``gamma = 1`` with a normalised Laplacian passes.
+    The condition: :math:`|1 - \gamma\lambda| \le 1` for every eigenvalue
+    :math:`\lambda` of ``L``, i.e. :math:`\gamma\,\lambda_{eff} \le 2` with
+    :math:`\lambda_{eff} = \max_\lambda |\lambda|^2 / \operatorname{Re}\lambda`
+    (``inf`` if some :math:`\lambda \ne 0` has :math:`\operatorname{Re}\lambda \le 0`).
+    For a symmetric positive semi-definite ``L`` (every graph Laplacian of a
+    symmetric ``W``) :math:`\lambda_{eff} = \lambda_{max}` and this is
+    :math:`0 \le \gamma\lambda_{max} \le 2`. For a non-symmetric ``L`` (e.g.
+    ``symmetrize_mode="none"``) the eigenvalues may be complex, and the largest
+    real part alone is not enough: ``L = [[1, -1], [1, 1]]`` (eigenvalues
+    ``1 +- i``) needs :math:`\gamma \le 1`, not :math:`\gamma \le 2`.
+
+    The bound is checked cheaply first with Gershgorin discs (:func:`gershgorin_bound`:
+    valid for a symmetric ``L``, which it assumes positive semi-definite, and for a
+    diagonally dominant one, as Laplacians (3), (5), (6) of any non-negative ``W`` are).
+    Only if that is inconclusive are the eigenvalues computed (float64 NumPy:
+    ``eigvalsh``, or ``eigvals`` for a non-symmetric ``L``; ``method``), which also
+    catches a symmetric ``L`` with a negative eigenvalue. A relative slack of
+    ``STABILITY_RTOL`` absorbs round-off, so ``gamma = 1`` with a normalised Laplacian
+    passes; eigenvalues below ``STABILITY_RTOL * max |lambda|`` in modulus count as 0.
+    Not detected: a defective eigenvalue with ``|1 - gamma lambda| = 1`` exactly (it
+    grows polynomially), and the transient growth of a non-normal ``L``.
 
     Args:
       laplacian: the ``(N, N)`` Laplacian (dense or BCOO). It may be traced if
         ``lam_max`` is given.
-      gamma: the step size; must be concrete.
-      lam_max: a precomputed :math:`\lambda_{max}` or an upper bound on it
-        (e.g. ``2.0`` for a normalised Laplacian). Must be concrete.
-      method: how to get :math:`\lambda_{max}` when ``lam_max`` is not given.
+      gamma: the step size, a real scalar; must be concrete.
+      lam_max: a precomputed :math:`\lambda_{eff}` (:math:`\lambda_{max}` for a
+        symmetric PSD ``L``) or an upper bound on it (e.g. ``2.0`` for a
+        normalised Laplacian, also of a non-symmetric ``W``). Must be concrete;
+        ``inf`` means no ``gamma > 0`` is stable.
+      method: how to get :math:`\lambda_{eff}` when ``lam_max`` is not given.
 
     Returns:
-      The :math:`\lambda_{max}` value (or bound) the check used, as a float.
+      The :math:`\lambda_{eff}` value (or bound) the check used, as a float.
 
     Raises:
-      ValueError: on a negative or non-finite ``gamma``, on an unstable step,
+      ValueError: on a negative, non-finite or non-scalar ``gamma``, on an
+        unstable step, when the Gershgorin discs cannot bound a non-symmetric
+        ``L`` with ``method="gershgorin"`` (or ``"auto"`` and ``N > EXACT_MAX_N``),
         or when the values needed are traced (under ``jit``); the message says
         what to pass instead.
     """
@@ -779,40 +1008,32 @@ def check_stability(
             "Check outside jit with kinetix.diffusion.check_stability(L, gamma), then call with "
             "check='none'; or use check='clip' (traced-safe: gamma <- min(gamma, 2/lambda_max))."
         )
-    g = _scalar(gamma)
-    if not math.isfinite(g) or g < 0:
-        raise ValueError(
-            f"gamma must be a finite number >= 0 (a negative step runs the heat equation "
-            f"backwards, which is unstable), got {g}."
-        )
+    g = _nonnegative(
+        gamma,
+        "gamma",
+        " A negative step runs the heat equation backwards, which is unstable.",
+    )
+    _choice(method, "method", LAMBDA_METHODS)
     if lam_max is not None:
         if not _is_concrete(lam_max):
             raise ValueError(
                 "lam_max must be concrete for check='raise'; compute it outside jit "
                 "(kinetix.diffusion.lambda_max(L)) and pass it as a float."
             )
-        lam = _scalar(lam_max)
-        if not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"lam_max must be a finite number >= 0, got {lam}.")
-        if g * lam > 2.0 * (1.0 + STABILITY_RTOL):
-            raise ValueError(_unstable_message(g, lam, "given as lam_max"))
-        return lam
-    _choice(method, "method", LAMBDA_METHODS)
-    lap_np = _to_numpy(_check_laplacian(laplacian))
-    if lap_np is None:
-        raise ValueError(
-            "The stability check needs lambda_max(L), but L is traced (under jit/grad/vmap). "
-            "Pass lam_max= computed outside jit (kinetix.diffusion.lambda_max(L), or 2.0 for a "
-            "normalised Laplacian), or use check='clip' (traced-safe) or check='none'."
-        )
-    bound, how = _lambda_max_np(lap_np, "gershgorin")
-    if g * bound <= 2.0 * (1.0 + STABILITY_RTOL) or method == "gershgorin":
-        lam = bound
+        lam = _nonnegative(lam_max, "lam_max", allow_inf=True)
+        bound = _Bound(lam, "given as lam_max", True)
     else:
-        lam, how = _lambda_max_np(lap_np, method)
-    if g * lam > 2.0 * (1.0 + STABILITY_RTOL):
-        raise ValueError(_unstable_message(g, lam, how))
-    return lam
+        lap_np = _to_numpy(_check_laplacian(laplacian))
+        if lap_np is None:
+            raise ValueError(
+                "The stability check needs lambda_max(L), but L is traced (under jit/grad/vmap). "
+                "Pass lam_max= computed outside jit (kinetix.diffusion.lambda_max(L), or 2.0 for "
+                "a normalised Laplacian), or use check='clip' (traced-safe) or check='none'."
+            )
+        bound = _stability_np(lap_np, method, g)
+    if g > 0 and g * bound.lam > 2.0 * (1.0 + STABILITY_RTOL):
+        raise ValueError(_unstable_message(g, bound))
+    return bound.lam
 
 
 # ------------------------------------------------------------------ diffusion
@@ -839,14 +1060,27 @@ def _resolve_gamma(
     method: LambdaMethod,
 ) -> jax.Array:
     _choice(check, "check", CHECKS)
+    _choice(method, "method", LAMBDA_METHODS)
+    hint = " A negative step runs the heat equation backwards, which is unstable."
+    _nonnegative(gamma, "gamma", hint)  # concrete: finite, >= 0; traced: a scalar
+    if lam_max is not None:
+        _nonnegative(lam_max, "lam_max", allow_inf=True)
     if check == "raise":
         check_stability(laplacian, gamma, lam_max=lam_max, method=method)
         return jnp.asarray(gamma)
     if check == "clip":
-        if lam_max is None:
-            lam = lambda_max(laplacian, "gershgorin" if method == "auto" else method)
-        else:
+        if lam_max is not None:
             lam = jnp.asarray(lam_max)
+        else:
+            # concrete dense L: a bound valid for any L (see check_stability); a BCOO one is
+            # not densified here
+            sparse = isinstance(laplacian, jsparse.BCOO)
+            lap_np = None if sparse else _to_numpy(laplacian)
+            if lap_np is not None:
+                disc = None if method == "exact" else _gershgorin_np(lap_np)
+                lam = disc.lam if disc is not None else _stability_np(lap_np, method).lam
+            else:  # traced or BCOO: Gershgorin (valid for symmetric PSD or diagonally dominant L)
+                lam = lambda_max(laplacian, "gershgorin" if method == "auto" else method)
         lam = jax.lax.stop_gradient(lam)
         cap = 2.0 / jnp.maximum(lam, jnp.finfo(jnp.float32).tiny)
         return jnp.clip(jnp.asarray(gamma), 0.0, cap)
@@ -891,8 +1125,10 @@ def diffuse(
 
     Stability (Eq. 7) is checked once, before the loop, according to ``check``:
 
-    * ``"raise"`` (default): ``ValueError`` if ``gamma * lambda_max(L) > 2``
-      (see :func:`check_stability`). Needs a concrete ``gamma``, and a concrete
+    * ``"raise"`` (default): ``ValueError`` unless ``|1 - gamma lambda| <= 1``
+      for every eigenvalue ``lambda`` of ``L``, which is ``gamma * lambda_max(L)
+      <= 2`` for a symmetric positive semi-definite ``L`` (see
+      :func:`check_stability`). Needs a concrete ``gamma``, and a concrete
       ``L`` or a concrete ``lam_max``. So under ``jit`` either pass ``lam_max``
       (a float computed outside, or ``2.0`` for a normalised Laplacian), or
       use one of the two options below. Without ``lam_max``, each call may
@@ -901,8 +1137,18 @@ def diffuse(
       and pass it.
     * ``"clip"``: traced-safe. It uses ``gamma_eff = clip(gamma, 0, 2 / lam)``
       with ``lam = lam_max`` if given, else the Gershgorin upper bound (which is
-      conservative for :math:`L_{sym}`). The bound is not differentiated.
+      conservative for :math:`L_{sym}`). For a concrete dense ``L`` that the
+      discs cannot bound (non-symmetric and not diagonally dominant, see
+      :func:`check_stability`) ``lam`` is the exact ``lambda_eff``; for a
+      traced or BCOO one the Gershgorin cap is only guaranteed stable when ``L`` is
+      symmetric positive semi-definite or diagonally dominant (Laplacians (3)-(6)
+      of a symmetric ``W``, and (3), (5) of any ``W``). The bound is not
+      differentiated.
     * ``"none"``: no check; stability is the caller's responsibility.
+
+    A concrete ``gamma`` (or ``lam_max``) is validated whatever ``check`` is: it
+    must be a real scalar, finite (``lam_max`` may be ``inf``) and ``>= 0``;
+    a traced one cannot be checked.
 
     Args:
       x: ``(N, ...)`` node values (e.g. hidden features, or softmax outputs in COIN).
@@ -910,8 +1156,10 @@ def diffuse(
         A sparse ``L`` keeps each step ``O(nnz * F)``.
       gamma: step size :math:`\gamma \ge 0` (the code's ``step_size`` /
         ``sigma2``). It may be traced with ``check="clip"`` or ``"none"``.
-      steps: number of steps ``T >= 0`` (the code's ``layer_num``), a Python int.
-      lam_max: optional precomputed :math:`\lambda_{max}(L)` or an upper bound on it.
+      steps: number of steps ``T >= 0`` (the code's ``layer_num``): a Python or
+        NumPy int (or a concrete 0-d integer array), known before tracing.
+      lam_max: optional precomputed :math:`\lambda_{eff}(L)` (``lambda_max`` for
+        a symmetric PSD ``L``; see :func:`check_stability`) or an upper bound on it.
       check: ``"raise"``, ``"clip"`` or ``"none"``.
       method: how :math:`\lambda_{max}` is computed when needed (see :func:`lambda_max`).
 
@@ -920,7 +1168,9 @@ def diffuse(
 
     Raises:
       ValueError: on an unstable step (``check="raise"``), on shapes that do
-        not match, or on non-finite concrete inputs.
+        not match, on non-finite concrete inputs, or on a concrete ``gamma``
+        / ``lam_max`` that is negative, NaN, inf (``gamma``) or not a scalar.
+      TypeError: on a ``steps`` that is not an integer known before tracing.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -387,6 +387,208 @@ def test_bad_inputs_give_clear_errors(pts):
         diffusion.diffuse(bad, lap, 0.5)
 
 
+# ------------------------------------------- stability of non-symmetric Laplacians
+
+
+def _directed_cycle_laplacian(n=5):
+    """D - W of the directed cycle i -> i + 1: I - P, eigenvalues 1 - exp(2 pi i k / n)."""
+    w = np.roll(np.eye(n, dtype=np.float32), 1, axis=1)
+    return np.asarray(diffusion.laplacian(w, "unnormalized"))
+
+
+def _growth(lap, gamma, steps, seed=0):
+    """max |x_T| / max |x_0| of the unchecked iteration, and the per-step 2-norms."""
+    x0 = np.random.default_rng(seed).normal(size=(len(lap), 2)).astype(np.float32)
+    xt = np.asarray(diffusion.diffuse(x0, lap, gamma, steps, check="none"))
+    return float(np.abs(xt).max() / np.abs(x0).max())
+
+
+def test_nonsymmetric_laplacian_with_complex_eigenvalues_is_checked_by_modulus():
+    """Explicit Euler is stable iff |1 - gamma lambda| <= 1 for every eigenvalue, i.e.
+    gamma |lambda|^2 <= 2 Re(lambda); gamma * max Re(lambda) <= 2 is not enough."""
+    lap = _directed_cycle_laplacian(5)
+    eig = np.linalg.eigvals(lap.astype(np.float64))
+    assert np.abs(eig.imag).max() > 0.5  # complex spectrum
+    gamma = 1.05
+    # the former criterion accepted it: gamma * max Re(lambda) = 1.9 <= 2 ...
+    assert gamma * eig.real.max() <= 2.0
+    # ... but |1 - gamma lambda| > 1 for some eigenvalue, and the iteration grows
+    assert np.abs(1 - gamma * eig).max() > 1.05
+    assert _growth(lap, gamma, 100) > 100.0
+    for fn in (
+        lambda: diffusion.check_stability(lap, gamma),
+        lambda: diffusion.diffuse(np.ones((5, 2), np.float32), lap, gamma, 3),
+        lambda: DiffusionLayer(gamma, 3, laplacian=lap),
+    ):
+        with pytest.raises(ValueError, match=r"\|1 - gamma lambda\| <= 1 for every eigenvalue"):
+            fn()
+    # 2 Re(lambda) / |lambda|^2 = 1 for every eigenvalue of I - P: gamma <= 1
+    assert diffusion.max_stable_gamma(lap) == pytest.approx(1.0, rel=1e-6)
+    # a stable non-symmetric case is accepted and does not grow (I - P is normal: the
+    # 2-norm of x never increases)
+    gamma = 0.95
+    assert diffusion.check_stability(lap, gamma) == pytest.approx(2.0, rel=1e-5)
+    x = np.random.default_rng(1).normal(size=(5, 2)).astype(np.float32)
+    norms = [np.linalg.norm(x)]
+    for _ in range(50):
+        x = np.asarray(diffusion.diffuse(x, lap, gamma, 100))
+        norms.append(np.linalg.norm(x))
+    assert np.all(np.diff(norms) <= 1e-6 * norms[0])  # 5000 steps, never growing
+    # the column sums are conserved by D - W (1^T L = 0 for the cycle: in- = out-degree)
+    np.testing.assert_allclose(x.sum(0), np.asarray(diffusion.diffuse(x, lap, 0.5, 1)).sum(0))
+
+
+def test_nonsymmetric_check_without_diagonal_dominance():
+    """Gershgorin's bound on the spectral radius does not prove stability of a non-symmetric L:
+    eigenvalues 0.1 +- i lie within radius 1.1, yet gamma = 1.5 grows (|1 - 1.5 lambda| = 1.58)."""
+    lap = np.array([[0.1, -1.0], [1.0, 0.1]], np.float32)
+    gamma = 1.5
+    assert gamma * float(diffusion.gershgorin_bound(lap)) <= 2.0  # the former fast path
+    assert _growth(lap, gamma, 40) > 1e6
+    with pytest.raises(ValueError, match="Unstable diffusion step"):
+        diffusion.check_stability(lap, gamma)
+    with pytest.raises(ValueError, match="No Gershgorin bound"):
+        diffusion.check_stability(lap, 0.01, method="gershgorin")
+    assert diffusion.max_stable_gamma(lap) == pytest.approx(0.2 / 1.01, rel=1e-6)
+    assert _growth(lap, 0.19, 2000) <= 1.0 + 1e-5  # within the bound: decays
+    # check="clip" caps a concrete non-dominant L at its exact bound, and stays bounded
+    # (L is normal: the 2-norm of x cannot grow, |1 - gamma lambda| = 1 at the cap)
+    out = diffusion.diffuse(np.ones((2, 1), np.float32), lap, 10.0, 500, check="clip")
+    assert float(jnp.linalg.norm(out)) <= np.sqrt(2.0) * (1 + 1e-4)
+    # an eigenvalue with Re <= 0 admits no gamma > 0
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]], np.float32)
+    assert diffusion.max_stable_gamma(rot) == 0.0
+    with pytest.raises(ValueError, match=r"Re\(lambda\) <= 0"):
+        diffusion.check_stability(rot, 1e-3)
+    diffusion.check_stability(rot, 0.0)  # gamma = 0 is the identity
+
+
+def test_graph_laplacian_without_symmetrisation_near_the_bound():
+    """A kNN graph with symmetrize_mode='none' (D - W of the raw kernel): a gamma the former
+    check accepted (gamma * max Re(lambda) <= 2) grows slowly; the new check refuses it."""
+    x = np.random.default_rng(15).normal(size=(40, 3)).astype(np.float32)
+    lap = diffusion.graph_laplacian(x, normalization="unnormalized", symmetrize_mode="none")
+    eig = np.linalg.eigvals(np.asarray(lap, np.float64))
+    old_bound, bound = 2.0 / eig.real.max(), diffusion.max_stable_gamma(lap)
+    assert bound < old_bound
+    gamma = 0.9999 * old_bound  # accepted before
+    assert gamma > bound and gamma * eig.real.max() <= 2.0
+    assert _growth(lap, gamma, 5000, seed=1) > 5.0  # measured about 15x
+    with pytest.raises(ValueError, match="This L is not symmetric: lambda_eff"):
+        diffusion.check_stability(lap, gamma)
+    diffusion.check_stability(lap, 0.999 * bound)
+    assert _growth(lap, 0.999 * bound, 5000, seed=1) < 5.0
+
+
+def test_symmetric_laplacian_with_negative_eigenvalue_is_refused():
+    lap = np.array([[1.0, 2.0], [2.0, 1.0]], np.float32)  # eigenvalues 3, -1: not a Laplacian
+    with pytest.raises(ValueError, match=r"Re\(lambda\) <= 0"):
+        diffusion.check_stability(lap, 0.1, method="exact")
+    assert diffusion.max_stable_gamma(lap) == 0.0
+
+
+# ------------------------------------------------------- hyper-parameter validation
+
+
+def test_step_sizes_and_counts_are_validated(pts):
+    lap = diffusion.graph_laplacian(pts)
+    u = pts
+    nan = float("nan")
+    for gamma in (nan, np.float32(nan), jnp.float32(nan), float("inf"), -0.5, np.float32(-1)):
+        for check in ("raise", "clip", "none"):
+            with pytest.raises(ValueError, match="gamma must be a finite number >= 0"):
+                diffusion.diffuse(u, lap, gamma, 2, check=check)
+    for bad, msg in ((np.ones(2), "gamma must be a scalar"), (True, "real number")):
+        with pytest.raises(ValueError, match=msg):
+            diffusion.diffuse(u, lap, bad, 2, check="none")
+    for lam in (nan, -1.0, np.float32(nan)):
+        for check in ("raise", "clip"):
+            with pytest.raises(ValueError, match="lam_max must be a number >= 0"):
+                diffusion.diffuse(u, lap, 0.5, 2, lam_max=lam, check=check)
+    # NumPy and JAX scalars work as Python numbers do
+    want = np.asarray(diffusion.diffuse(u, lap, 0.5, 3))
+    for gamma, steps in ((np.float32(0.5), np.int64(3)), (jnp.float32(0.5), jnp.int32(3))):
+        np.testing.assert_allclose(np.asarray(diffusion.diffuse(u, lap, gamma, steps)), want)
+    for steps in (2.0, True, np.float32(2), jnp.float32(2)):
+        with pytest.raises(TypeError, match="steps must be a Python int"):
+            diffusion.diffuse(u, lap, 0.5, steps)
+    with pytest.raises(TypeError, match="k must be a Python int"):
+        diffusion.knn_graph(pts, 2.5)
+    with pytest.raises(TypeError, match="n_top must be a Python int"):
+        diffusion.kernel_weights(pts, np.float64(8))
+    # traced gamma: cannot be checked, must still be a scalar
+    with pytest.raises(ValueError, match="gamma must be a scalar"):
+        jax.jit(lambda g: diffusion.diffuse(u, lap, g, 2, check="none"))(jnp.ones(2))
+
+
+def test_kernel_options_are_validated(pts):
+    w = np.asarray(diffusion.kernel_weights(pts, 8, fixed_bandwidth=0.5))
+    for fb in (np.float32(0.5), jnp.float32(0.5), np.float64(0.5)):
+        np.testing.assert_allclose(
+            np.asarray(diffusion.kernel_weights(pts, 8, fixed_bandwidth=fb)), w
+        )
+    for fb, msg in (
+        (float("nan"), "finite number > 0"),
+        (np.float32("inf"), "finite number > 0"),
+        (0.0, "finite number > 0"),
+        (np.float32(-1), "finite number > 0"),
+        (True, "real number"),
+        ("0.5", "real number"),
+    ):
+        with pytest.raises(ValueError, match=f"fixed_bandwidth must be a {msg}"):
+            diffusion.kernel_weights(pts, 8, fixed_bandwidth=fb)
+    with pytest.raises(ValueError, match="self_loops must be True or False"):
+        diffusion.kernel_weights(pts, 8, self_loops="no")
+    with pytest.raises(ValueError, match="method must be one of"):
+        diffusion.check_stability(np.eye(3), 0.5, method=None)
+
+
+_BAD_LAYER_ARGS = [
+    (dict(gamma=float("nan")), "gamma must be a finite number"),
+    (dict(gamma=np.float32("nan")), "gamma must be a finite number"),
+    (dict(gamma=jnp.float32(float("inf"))), "gamma must be a finite number"),
+    (dict(gamma=np.float32(-0.5)), "gamma must be a finite number >= 0"),
+    (dict(gamma=True), "gamma must be a real scalar"),
+    (dict(gamma=np.ones(2)), "gamma must be a real scalar"),
+    (dict(steps=2.0), "steps must be an integer >= 0"),
+    (dict(steps=np.int64(-1)), "steps must be an int >= 0"),
+    (dict(steps=True), "steps must be an integer"),
+    (dict(n_top=2.5), "n_top must be an integer >= 2"),
+    (dict(n_top=1), "n_top must be an int >= 2"),
+    (dict(sigma=np.float32(4)), "sigma must be an integer"),
+    (dict(sigma=1), "sigma=1 selects"),
+    (dict(fixed_bandwidth=float("nan")), "fixed_bandwidth must be a finite number"),
+    (dict(fixed_bandwidth=np.float32(0)), "fixed_bandwidth must be > 0"),
+    (dict(learnable_gamma=1), "learnable_gamma must be True or False"),
+    (dict(self_loops="yes"), "self_loops must be True or False"),
+    (dict(graph_gradients=None), "graph_gradients must be True or False"),
+    (dict(learnable_gamma=True, max_gamma=np.float32("nan")), "max_gamma must be a finite"),
+    (dict(learnable_gamma=True, max_gamma=-1.0), "max_gamma must be a finite number > 0"),
+    (dict(learnable_gamma=True, param_dtype=jnp.int32), "param_dtype must be a float dtype"),
+    (dict(param_dtype="not a dtype"), "param_dtype must be a float dtype"),
+    (dict(check=["raise"]), "check must be one of"),
+    (dict(laplacian=np.full((3, 3), np.nan, np.float32)), "non-finite"),
+]
+
+
+@pytest.mark.parametrize(("kw", "msg"), _BAD_LAYER_ARGS)
+def test_layer_hyperparameters_are_validated(kw, msg):
+    kw = {"gamma": 0.5, "steps": 2, **kw}
+    with pytest.raises(ValueError, match=msg):
+        DiffusionLayer(**kw)
+
+
+def test_layer_accepts_numpy_and_jax_scalars(pts):
+    layer = DiffusionLayer(np.float32(0.5), np.int64(3), n_top=np.int32(8), sigma=jnp.int32(4))
+    ref = DiffusionLayer(0.5, 3)
+    assert (layer.steps, layer.n_top, layer.sigma, layer.gamma_init) == (3, 8, 4, 0.5)
+    np.testing.assert_allclose(np.asarray(layer(pts)), np.asarray(ref(pts)))
+    learn = DiffusionLayer(jnp.float32(0.25), 2, learnable_gamma=True, max_gamma=np.float64(0.5))
+    assert float(learn.gamma()) == pytest.approx(0.25) and learn.max_gamma == 0.5
+    with pytest.raises(ValueError, match="gamma must be a concrete number"):
+        jax.jit(lambda g: DiffusionLayer(g, 2).gamma())(0.5)
+
+
 # ------------------------------------------------------------------- NNX layer
 
 

@@ -8,6 +8,7 @@ are shared between cases so that each compiles once, the models are tiny, and
 the large factory models are only traced (``jax.eval_shape``).
 """
 
+import functools
 import math
 
 import jax
@@ -29,6 +30,7 @@ from kinetix.nn.kinn import (
     KINNResNet,
     KirchhoffBlock,
     KirchhoffCell,
+    SpectralCoupling,
     cascade_coefficients,
     cascade_step,
     cascade_step_response,
@@ -131,6 +133,250 @@ def test_zoh_coefficients_limits_and_no_nan():
     np.testing.assert_allclose(grads, -0.5 - 0.125, rtol=1e-5)  # d/dG [exp(-G/2) + b] at 0
     with pytest.raises(ValueError, match="dt must be finite and > 0"):
         zoh_coefficients(1.0, 1.0, 0.0)
+
+
+# ---------------------------------------- ZOH numerics over the whole input range
+#
+# Reference: the closed form in NumPy extended precision (np.longdouble), which
+# holds products of any float32 inputs without overflow: x = G dt / C,
+# a = exp(-x), b = -expm1(-x) / G (G > 0) or dt / C (G = 0). In float64 it
+# would do too for float16/bfloat16/float32 inputs.
+
+_WIDE = np.finfo(np.longdouble).maxexp > 2048  # 80-bit or quad: a float64 sweep fits
+
+
+def _decades(dtype, per_axis, seed):
+    """Positive values of ``dtype`` spread log-uniformly from its smallest subnormal to its max."""
+    info = jnp.finfo(dtype)
+    lo, hi = math.log10(float(info.smallest_subnormal)), math.log10(float(info.max))
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):  # 10 ** log10(max) may round above max: dropped below
+        grid = 10.0 ** np.linspace(lo, hi, per_axis)
+    vals = np.concatenate(
+        [
+            grid,
+            10.0 ** rng.uniform(lo, hi, per_axis // 2),
+            [float(info.smallest_subnormal), float(info.tiny), float(info.max), 1.0, 0.37],
+        ]
+    )
+    vals = np.unique(np.asarray(vals, np.float64).astype(dtype).astype(np.float64))
+    return vals[(vals > 0) & np.isfinite(vals)]
+
+
+def _zoh_reference(C, G, dt):
+    C, G, dt = (np.asarray(v, np.longdouble) for v in (C, G, dt))
+    x = G * dt / C
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(G > 0, -np.expm1(-x) / np.where(G > 0, G, 1), dt / C)
+    return x, np.exp(-x), b
+
+
+def _sweep_inputs(dtype, per_axis=24, seed=0):
+    v = _decades(dtype, per_axis, seed)
+    C, G, dt = np.meshgrid(v, np.concatenate([[0.0], v]), v, indexing="ij")
+    return tuple(w.reshape(-1).astype(dtype) for w in (C, G, dt))
+
+
+@pytest.mark.parametrize(
+    "dtype", [jnp.float16, jnp.bfloat16, jnp.float32, "float64"], ids=lambda d: jnp.dtype(d).name
+)
+def test_zoh_coefficients_finite_and_accurate_over_the_whole_range(dtype):
+    """C, dt over [smallest subnormal, max] of the dtype (G also 0): finite, and accurate
+    against the extended-precision closed form wherever that is representable."""
+    if dtype == "float64" and not _WIDE:
+        pytest.skip("np.longdouble is float64 here: no wider reference")
+    with jax.enable_x64(dtype == "float64"):
+        dtype = jnp.dtype(dtype)
+        C, G, dt = _sweep_inputs(dtype)
+        a, b = jax.jit(zoh_coefficients)(C, G, dt)
+        assert a.dtype == b.dtype == dtype
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    info, work = jnp.finfo(dtype), jnp.finfo(jnp.promote_types(dtype, jnp.float32))
+    big, tiny = float(info.max), float(info.tiny)
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(b)), f"{C.size} inputs"
+    assert np.all((0 <= a) & (a <= 1)) and np.all((0 <= b) & (b <= big))
+    x, a_ref, b_ref = _zoh_reference(C, G, dt)
+    b_ref = np.minimum(b_ref, big)  # documented: b beyond the dtype's max is returned as max
+    x = np.asarray(np.minimum(x, 1e300), np.float64)
+    a_ref, b_ref = np.asarray(a_ref, np.float64), np.asarray(b_ref, np.float64)
+    # relative error within a few ulps (a: plus exp's amplification x * eps of the rounding
+    # of x), or an absolute error below the smallest normal number (flushed subnormals)
+    tol_a = 4 * float(info.eps) + 4 * float(work.eps) * x
+    tol_b = 8 * float(info.eps)
+    for name, got, want, tol in (("a", a, a_ref, tol_a), ("b", b, b_ref, tol_b)):
+        err = np.abs(got - want)
+        bad = (err > tol * np.abs(want)) & (err > tiny)
+        i = int(np.argmax(bad))
+        assert not bad.any(), (
+            f"{name}: {int(bad.sum())} of {bad.size} inaccurate, e.g. C={float(C[i])!r} "
+            f"G={float(G[i])!r} dt={float(dt[i])!r}: {got[i]!r} vs {want[i]!r}"
+        )
+    # b saturates exactly where the true value exceeds the max (e.g. G = 0, dt / C > max)
+    assert np.array_equal(b == big, b_ref == big)
+
+
+def test_zoh_coefficients_measured_nan_cases_are_now_finite():
+    """The cases of issue 10 that gave NaN: subnormal C, dt / C overflowing, float16 dt = 1e5."""
+    cases = [  # C, G, dt, dtype, (a, b)
+        (1e-45, 1.0, 1.0, jnp.float32, (0.0, 1.0)),  # subnormal C: x huge, b = 1 / G
+        (1e-30, 1.0, 1e30, jnp.float32, (0.0, 1.0)),  # dt / C = 1e60 overflows float32
+        (1.0, 1.0, 1e5, jnp.float16, (0.0, 1.0)),  # dt itself is not a float16
+        (1e-30, 0.5, 1e30, jnp.bfloat16, (0.0, 2.0)),
+        (1.0, 0.0, 1e5, jnp.float16, (1.0, 65504.0)),  # b = dt / C = 1e5 > float16 max: clipped
+        (1e-30, 0.0, 1e30, jnp.float32, (1.0, float(jnp.finfo(jnp.float32).max))),
+        # subnormal C = 2^-140 with x = G dt / C = 3: b = (1 - e^-3) / G = 1.3e36
+        (
+            2.0**-140,
+            2.0**-120,
+            3 * 2.0**-20,
+            jnp.float32,
+            (math.exp(-3), -math.expm1(-3) * 2.0**120),
+        ),
+    ]
+    for C, G, dt, dtype, want in cases:
+        a, b = zoh_coefficients(jnp.asarray(C, dtype), jnp.asarray(G, dtype), dt)
+        got = (float(a), float(b))
+        assert a.dtype == dtype and all(map(math.isfinite, got)), (C, G, dt, dtype, got)
+        np.testing.assert_allclose(got, want, rtol=float(jnp.finfo(dtype).eps), err_msg=str(C))
+
+
+def _zoh_grad_reference(C, G, dt):
+    """Analytic derivatives of a and b (float64): a_C = a G dt / C^2, b_G = r^2 phi_1'(x), ..."""
+    x, r = G * dt / C, dt / C
+    a = np.exp(-x)
+    phi = np.where(x > 0, -np.expm1(-x) / np.where(x > 0, x, 1.0), 1.0)
+    dphi = np.where(x > 1e-3, (a - phi) / np.where(x > 1e-3, x, 1.0), -0.5 + x / 3 - x**2 / 8)
+    return {
+        "a": (a * x / C, -a * r, -a * G / C),
+        "b": (-a * dt / C**2, r**2 * dphi, a / C),
+    }
+
+
+def test_zoh_coefficients_gradients_match_analytic_derivatives():
+    # x = G dt / C from 0 (G = 0) through the series and both branches to 90 (a subnormal),
+    # and inputs near the edges of float32 (subnormal G, tiny C, dt / C = 1e23, x = 1e8)
+    C, G, dt = np.array(
+        [
+            (1.0, 1e-8, 1.0),
+            (2.0, 2e-3, 1.0),
+            (0.5, 0.025, 1.0),
+            (1.0, 0.25, 1.0),
+            (1.0, 0.99, 1.0),
+            (1.0, 1.01, 1.0),
+            (1.0, 5.0, 1.0),
+            (3.0, 150.0, 1.0),
+            (1e-3, 1.0, 1.0),
+            (1.0, 0.0, 1.0),
+            (1.0, 90.0, 1.0),
+            (1.0, 1e-40, 1.0),
+            (1e-15, 1e-15, 0.5),
+            (1e-20, 1e-38, 1e-17),
+            (1e-30, 1e-2, 1e-20),
+        ]
+    ).T
+    grads = jax.jit(
+        jax.vmap(lambda c, g, d: jax.jacobian(lambda p: jnp.stack(zoh_coefficients(*p)))((c, g, d)))
+    )(C, G, dt)  # (n, 2) per argument
+    want = _zoh_grad_reference(*(np.asarray(v, np.float64) for v in (C, G, dt)))
+    for out, row in (("a", 0), ("b", 1)):
+        for arg, (got, ref) in enumerate(zip(grads, want[out], strict=True)):
+            got = np.asarray(got[:, row], np.float64)
+            assert np.all(np.isfinite(got)), (out, arg, got)
+            np.testing.assert_allclose(
+                got, ref, rtol=2e-5, atol=1e-37, err_msg=f"d{out}/d{'CGt'[arg]}"
+            )
+
+
+def test_zoh_coefficients_gradients_finite_over_the_range():
+    """Derivatives never NaN over the float32 sweep; inf only where the analytic one overflows."""
+    C, G, dt = (jnp.asarray(v) for v in _sweep_inputs(jnp.float32, per_axis=16, seed=1))
+    jac = jax.jit(
+        jax.vmap(lambda c, g, d: jax.jacobian(lambda p: jnp.stack(zoh_coefficients(*p)))((c, g, d)))
+    )(C, G, dt)
+    for j in jac:
+        j = np.asarray(j)
+        assert not np.isnan(j).any() and not np.isinf(j).any()  # clipped to +-max at worst
+
+
+def test_zoh_coefficients_validation():
+    f32_max = float(jnp.finfo(jnp.float32).max)
+    for dt, msg in [
+        (0.0, "dt must be finite and > 0"),
+        (-1.0, "dt must be finite and > 0"),
+        (np.float32("nan"), "dt must be finite and > 0"),
+        (jnp.inf, "dt must be finite and > 0"),
+        (np.array([1.0, -1.0]), "dt must be finite and > 0"),
+        (True, "real number"),
+        ("1.0", "real"),
+        (1e300, "not representable in float32"),  # would be inf in float32
+        (1e-60, "not representable in float32"),  # would be 0 in float32
+        (2 * f32_max, "not representable in float32"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            zoh_coefficients(1.0, 1.0, dt)
+    # float16 inputs are computed in float32: dt = 1e5 (beyond float16) is fine
+    assert float(zoh_coefficients(jnp.float16(1.0), jnp.float16(1.0), 1e5)[1]) == 1.0
+    for C, G, msg in [
+        (0.0, 1.0, "C must be finite and > 0"),
+        (-1.0, 1.0, "C must be finite and > 0"),
+        (np.float32("nan"), 1.0, "C must be finite"),
+        (1e-50, 1.0, "C must be finite and > 0 in float32"),  # underflows to 0 in float32
+        (1.0, -1e-3, "G must be finite and >= 0"),
+        (1.0, jnp.inf, "G must be finite"),
+        (jnp.ones(3), jnp.array([1.0, np.nan, 1.0]), "G must be finite"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            zoh_coefficients(C, G, 1.0)
+    with pytest.raises(ValueError, match="C must be finite and > 0"):
+        cascade_coefficients(jnp.array([1.0, 0.0]), jnp.ones(2), 1.0)
+    # traced values cannot be checked (documented): no error under jit
+    out = jax.jit(zoh_coefficients)(1.0, 1.0, -1.0)
+    assert len(out) == 2
+
+
+def test_cascade_coefficients_any_dtype_and_range():
+    """float16 used to give Phi = I, Gamma = 0 (exact method) and NaN for large rates; now it
+    matches float32, and every input in range gives finite coefficients (and no NaN gradient)."""
+    C, G = jnp.ones((2, 3)), jnp.array([[1.0, 0.5, 0.0], [1.0, 2.0, 1.0]])
+    for method in ("exact", "sequential"):
+        ref = cascade_coefficients(C, G, 1.0, method=method)
+        for dtype in (jnp.float16, jnp.bfloat16):
+            got = cascade_coefficients(C.astype(dtype), G.astype(dtype), 1.0, method=method)
+            for g, r in zip(got, ref, strict=True):
+                assert g.dtype == dtype
+                np.testing.assert_allclose(
+                    np.asarray(g, np.float32), r, rtol=float(jnp.finfo(dtype).eps), atol=1e-7
+                )
+    rng = np.random.default_rng(0)
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32):
+        info = jnp.finfo(dtype)
+        lo, hi = math.log10(float(info.smallest_subnormal)), math.log10(float(info.max))
+        C = (10.0 ** rng.uniform(lo, hi, (3, 300))).astype(dtype)
+        G = (10.0 ** rng.uniform(lo, hi, (3, 300))).astype(dtype)
+        G[:, :20] = 0
+        for dt in (1.0, float(10 ** (hi / 2)), float(10 ** (lo / 2))):
+            for method in ("exact", "sequential"):
+                phi, gamma = _coefficients_any(C, G, dt, method)
+                assert np.all(np.isfinite(np.asarray(phi, np.float32))), (dtype, dt, method)
+                assert np.all(np.isfinite(np.asarray(gamma, np.float32))), (dtype, dt, method)
+                assert np.all(np.asarray(gamma, np.float32) >= 0)
+                grads = _cascade_grads(C.astype(np.float32), G.astype(np.float32), dt, method)
+                # never NaN; +-inf only where the true derivative overflows (e.g. dt / C)
+                assert not any(np.isnan(g).any() for g in grads), (dtype, dt, method)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _coefficients_any(C, G, dt, method):
+    return cascade_coefficients(C, G, dt, method=method)
+
+
+@functools.partial(jax.jit, static_argnums=(3,))
+def _cascade_grads(C, G, dt, method):
+    def total(c, g):
+        phi, gamma = cascade_coefficients(c, g, dt, method=method)
+        return jnp.sum(phi) + jnp.sum(gamma * 1e-38)
+
+    return jax.grad(total, argnums=(0, 1))(C, G)
 
 
 _pos = st.floats(-3.0, 3.0).map(lambda e: 10.0**e)  # log-uniform in [1e-3, 1e3]
@@ -332,6 +578,123 @@ def test_module_errors():
         )
     with pytest.raises(ValueError, match="num_blocks"):
         KINNResNet((1, 1, 1), rngs=rngs())
+
+
+_NAN, _INF = float("nan"), float("inf")
+_BAD_HYPERPARAMETERS = [  # (constructor, keyword arguments, message)
+    (KirchhoffCell, {"capacitance": _NAN}, "capacitance must be a finite number"),
+    (KirchhoffCell, {"capacitance": np.float32(_NAN)}, "capacitance must be a finite number"),
+    (KirchhoffCell, {"capacitance": jnp.float32(_NAN)}, "capacitance must be a finite number"),
+    (KirchhoffCell, {"conductance": _INF}, "conductance must be a finite number"),
+    (KirchhoffCell, {"capacitance": -1.0}, r"capacitance must be > 0.0001 \(the initial C and G"),
+    (KirchhoffCell, {"capacitance": np.float32(-1)}, "capacitance must be > 0.0001"),
+    (KirchhoffCell, {"conductance": jnp.array(1e-4)}, "conductance must be > 0.0001"),
+    (KirchhoffCell, {"capacitance": 1e300}, "at most 3.403e.38 .the parameters are float32"),
+    (KirchhoffCell, {"capacitance": np.ones(2)}, "capacitance must be a scalar"),
+    (KirchhoffCell, {"capacitance": True}, "capacitance must be a real number"),
+    (KirchhoffCell, {"capacitance": "1"}, "capacitance must be real"),
+    (KirchhoffCell, {"dt": _NAN}, "dt must be finite and > 0"),
+    (KirchhoffCell, {"dt": np.float32(-1)}, "dt must be finite and > 0"),
+    (KirchhoffCell, {"dt": jnp.float32(_INF)}, "dt must be finite and > 0"),
+    (KirchhoffCell, {"dt": 0.0}, "dt must be finite and > 0"),
+    (KirchhoffCell, {"dt": 1e-60}, "not representable in float32"),
+    (KirchhoffCell, {"dt": 1e-40}, "not representable in float32"),  # subnormal float32
+    (KirchhoffCell, {"dt": 1e39}, "not representable in float32"),
+    (KirchhoffCell, {"dt": np.ones(3)}, "dt must be a scalar"),
+    (KirchhoffCell, {"in_features": 2.5}, "in_features must be an integer >= 1, got 2.5"),
+    (KirchhoffCell, {"in_features": 3.0}, "in_features must be an integer"),
+    (KirchhoffCell, {"features": np.float32(4)}, "features must be an integer"),
+    (KirchhoffCell, {"features": True}, "features must be an integer"),
+    (KirchhoffCell, {"features": 0}, "features must be an integer >= 1, got 0"),
+    (KirchhoffCell, {"coupling": 3}, "coupling must be one of"),
+    (KirchhoffCell, {"kernel_size": 0}, "kernel_size must be an integer >= 1"),  # even if unused
+    (KirchhoffCell, {"kernel_size": (3, 2.5)}, r"kernel_size\[1\] must be an integer"),
+    (KirchhoffCell, {"modes": -1}, "modes must be an integer >= 1"),
+    (KirchhoffCell, {"ndim": 0}, "ndim must be an integer >= 1"),
+    (KirchhoffBlock, {"order": 0}, "order must be an integer >= 1"),
+    (KirchhoffBlock, {"order": 2.0}, "order must be an integer"),
+    (KirchhoffBlock, {"order": np.float64(2)}, "order must be an integer"),
+    (KirchhoffBlock, {"capacitance": np.float64(_NAN)}, "capacitance must be a finite number"),
+    (KirchhoffBlock, {"conductance": 0.0}, "conductance must be > 0.0001"),
+    (KirchhoffBlock, {"dt": np.float32(_NAN)}, "dt must be finite and > 0"),
+    (KirchhoffBlock, {"combine": ["mix"]}, "combine must be one of"),
+    (KirchhoffBlock, {"discretization": None}, "discretization must be one of"),
+]
+_BAD_MODEL_HYPERPARAMETERS = [
+    (dict(width=4.5), "width must be an integer"),
+    (dict(depth=0), "depth must be an integer >= 1"),
+    (dict(in_channels=np.float32(1)), "in_channels must be an integer"),
+    (dict(out_channels=-1), "out_channels must be an integer >= 1"),
+    (dict(proj_width=True), "proj_width must be an integer"),
+    (dict(inner_steps=1.5), "inner_steps must be an integer"),
+    (dict(modes=(2.5,)), r"modes\[0\] must be an integer"),
+    (dict(modes=0), "modes must be an integer >= 1"),
+    (dict(activation="tanh"), "activation must be one of"),
+    (dict(carry_state="no"), "carry_state must be True or False"),
+    (dict(carry_state=1), "carry_state must be True or False"),
+    (dict(order=0), "order must be an integer >= 1"),
+    (dict(dt=_NAN), "dt must be finite and > 0"),
+    (dict(dt=np.float32(-1)), "dt must be finite and > 0"),
+    (dict(combine="sum"), "combine must be one of"),
+    (dict(discretization="euler"), "discretization must be one of"),
+]
+
+
+@pytest.mark.parametrize(("cls", "kw", "msg"), _BAD_HYPERPARAMETERS)
+def test_cell_and_block_reject_bad_hyperparameters(cls, kw, msg):
+    """Python floats and NumPy/JAX scalars alike; NaN/inf refused; a ValueError naming the value."""
+    with pytest.raises(ValueError, match=msg):
+        cls(**{"in_features": 3, "features": 4, **kw}, rngs=rngs())
+
+
+@pytest.mark.parametrize(("kw", "msg"), _BAD_MODEL_HYPERPARAMETERS)
+def test_models_reject_bad_hyperparameters(kw, msg):
+    kw = {"width": 4, "modes": 2, "proj_width": 4, **kw}
+    with pytest.raises(ValueError, match=msg):
+        jax.eval_shape(lambda: FNOKINN1d(**kw, rngs=rngs()))  # checked before any parameter
+
+
+def test_hyperparameters_accept_numpy_and_jax_scalars_and_refuse_traced_ones():
+    cell = KirchhoffCell(
+        np.int64(3),
+        jnp.int32(4),
+        dt=np.float32(0.5),
+        capacitance=jnp.float32(2.0),
+        conductance=np.float64(0.5),
+        kernel_size=np.int32(3),
+        rngs=rngs(),
+    )
+    assert (cell.in_features, cell.features, cell.dt) == (3, 4, 0.5)
+    assert isinstance(cell.in_features, int) and isinstance(cell.dt, float)
+    np.testing.assert_allclose(cell.capacitance, 2.0, rtol=1e-6)
+    np.testing.assert_allclose(cell.conductance, 0.5, rtol=1e-6)
+    block = KirchhoffBlock(3, 4, order=np.int64(3), rngs=rngs())
+    assert block.order == 3 and block.raw_capacitance.shape == (3, 4)
+    shape = jax.eval_shape(lambda: FNOKINN(np.int64(1), modes=np.int64(2), width=4, rngs=rngs()))
+    assert shape is not None
+    with pytest.raises(ValueError, match="KINNBasicBlock|stride must be an integer >= 1"):
+        KINNBasicBlock(2, 4, 0, rngs=rngs())
+    with pytest.raises(ValueError, match=r"num_blocks\[1\] must be an integer"):
+        KINNResNet((1, 1.5, 1, 1), rngs=rngs())
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1"):
+        KINNResNet(num_classes=0, rngs=rngs())
+    with pytest.raises(ValueError, match="carry_state must be True or False"):
+        KINNResNet(carry_state=None, rngs=rngs())
+    with pytest.raises(ValueError, match="steps must be an integer"):
+        cascade_step_response(jnp.ones((1,)), jnp.ones((1,)), 1.0, 2.5)
+    with pytest.raises(ValueError, match="out_features must be an integer"):
+        SpectralCoupling(2, 2.0, (4,), rngs=rngs())
+    with pytest.raises(ValueError, match="modes must be a sequence"):
+        SpectralCoupling(2, 2, 4, rngs=rngs())
+    # a traced hyper-parameter can be neither checked nor stored: refused, saying so
+    for kw in ({"capacitance": None}, {"dt": None}):
+        name = next(iter(kw))
+
+        def build(value, name=name):
+            return KirchhoffCell(3, 4, **{name: value}, rngs=rngs()).raw_capacitance[...]
+
+        with pytest.raises(ValueError, match=f"{name} must be a concrete value"):
+            jax.jit(build)(1.0)
 
 
 @nnx.jit

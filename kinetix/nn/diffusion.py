@@ -23,11 +23,13 @@ Where ``L`` comes from, in order of precedence:
    else on ``x``. By default the gradient is stopped through the graph, as the
    code's ``weight.detach()`` does.
 
-The stability bound ``gamma * lambda_max(L) <= 2`` (Eq. 7 of
-:mod:`kinetix.diffusion`) is enforced according to ``check``. A per-batch
-graph with ``normalization="symmetric"`` or ``"random_walk"`` has
-``lambda_max <= 2`` whatever the data, so the check needs no eigenvalue and
-also works under ``nnx.jit``.
+The stability bound (Eq. 7 of :mod:`kinetix.diffusion`: ``|1 - gamma lambda| <= 1``
+for every eigenvalue ``lambda`` of ``L``, i.e. ``gamma * lambda_max(L) <= 2`` for a
+symmetric positive semi-definite ``L``, ``gamma * max |lambda|^2 / Re(lambda) <= 2``
+in general) is enforced according to ``check``. A per-batch graph with
+``normalization="symmetric"`` or ``"random_walk"`` satisfies it for any
+``gamma <= 1`` whatever the data (also with ``symmetrize_mode="none"``), so the
+check needs no eigenvalue and also works under ``nnx.jit``.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.experimental import sparse as jsparse
 
@@ -48,6 +51,49 @@ BOUNDED_NORMALIZATIONS = ("symmetric", "random_walk")
 
 class GraphLaplacian(nnx.Variable):
     """A fixed graph Laplacian stored in a module (not a trainable parameter)."""
+
+
+def _traced(value: Any) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def _int_hyper(value: Any, name: str, minimum: int) -> int:
+    """An integer hyper-parameter: a Python or NumPy int, or a concrete 0-d integer array."""
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not is_int and isinstance(value, np.ndarray | jax.Array) and not _traced(value):
+        is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
+    if not is_int:
+        raise ValueError(
+            f"{name} must be an integer >= {minimum} (a Python or NumPy int), got {value!r} "
+            f"({type(value).__name__})."
+        )
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {int(value)}.")
+    return int(value)
+
+
+def _float_hyper(value: Any, name: str) -> float:
+    """A real, finite, concrete scalar hyper-parameter (Python/NumPy number or 0-d array)."""
+    if _traced(value):
+        raise ValueError(
+            f"{name} must be a concrete number, got a traced value: hyper-parameters are fixed "
+            "when the layer is built (build it outside jit/grad/vmap)."
+        )
+    if isinstance(value, bool | np.bool_) or np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a real scalar, got {value!r}.")
+    arr = np.asarray(value)
+    if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
+        raise ValueError(f"{name} must be a real number, got {value!r} ({arr.dtype}).")
+    v = float(arr)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number (not NaN or inf), got {v}.")
+    return v
+
+
+def _bool_hyper(value: Any, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)
 
 
 class DiffusionLayer(nnx.Module):
@@ -83,7 +129,15 @@ class DiffusionLayer(nnx.Module):
         normalisation, a constructor ``laplacian``, or ``lam_max=`` at call
         time. ``"clip"``: traced-safe, ``gamma <- min(gamma, 2 / lam)`` (Gershgorin
         bound when ``lam_max`` is unknown). ``"none"``: no check.
-      param_dtype: dtype of the learnable ``raw`` parameter.
+      param_dtype: dtype of the learnable ``raw`` parameter (a float dtype).
+
+    Raises:
+      ValueError: on an invalid hyper-parameter, checked here: ``gamma``,
+        ``max_gamma``, ``fixed_bandwidth`` real, finite, concrete scalars
+        (Python/NumPy numbers or 0-d arrays; NaN, inf and ``bool`` refused);
+        ``steps``, ``n_top``, ``sigma`` integers (Python or NumPy ints, or
+        concrete 0-d integer arrays); flags ``bool``; the string options one of
+        theirs; an unstable stored ``laplacian`` (``check="raise"``).
 
     Example (Diff-ResNet on hidden features, then COIN on a softmax output):
 
@@ -122,10 +176,35 @@ class DiffusionLayer(nnx.Module):
         check: diffusion.Check = "raise",
         param_dtype: Any = jnp.float32,
     ):
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}.")
-        if not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma < 0:
-            raise ValueError(f"gamma must be a finite float >= 0, got {gamma!r}.")
+        steps = _int_hyper(steps, "steps", 0)
+        gamma = _float_hyper(gamma, "gamma")
+        if gamma < 0:
+            raise ValueError(
+                f"gamma must be a finite number >= 0 (a negative step runs the heat equation "
+                f"backwards), got {gamma}."
+            )
+        n_top = _int_hyper(n_top, "n_top", 2)
+        sigma = _int_hyper(sigma, "sigma", 1)
+        if fixed_bandwidth is not None:
+            fixed_bandwidth = _float_hyper(fixed_bandwidth, "fixed_bandwidth")
+            if fixed_bandwidth <= 0:
+                raise ValueError(f"fixed_bandwidth must be > 0 (or None), got {fixed_bandwidth}.")
+        elif sigma == 1:
+            raise ValueError(
+                "sigma=1 selects each point's zero distance to itself as its bandwidth; use "
+                "sigma >= 2 (the code uses 4), or pass fixed_bandwidth."
+            )
+        learnable_gamma = _bool_hyper(learnable_gamma, "learnable_gamma")
+        self_loops = _bool_hyper(self_loops, "self_loops")
+        graph_gradients = _bool_hyper(graph_gradients, "graph_gradients")
+        try:
+            param_dtype = jnp.dtype(param_dtype)
+        except TypeError as err:
+            raise ValueError(f"param_dtype must be a float dtype, got {param_dtype!r}.") from err
+        if not jnp.issubdtype(param_dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a float dtype, got {param_dtype}.")
+        if max_gamma is not None:
+            max_gamma = _float_hyper(max_gamma, "max_gamma")
         for value, name, options in (
             (normalization, "normalization", diffusion.NORMALIZATIONS),
             (symmetrize_mode, "symmetrize_mode", diffusion.SYMMETRIZE_MODES),
@@ -133,7 +212,7 @@ class DiffusionLayer(nnx.Module):
             (bandwidth, "bandwidth", diffusion.BANDWIDTHS),
             (check, "check", diffusion.CHECKS),
         ):
-            if value not in options:
+            if not isinstance(value, str) or value not in options:
                 raise ValueError(f"{name} must be one of {options}, got {value!r}.")
         if normalization == "released_code" and symmetrize_mode != "mean":
             raise ValueError(
@@ -152,7 +231,7 @@ class DiffusionLayer(nnx.Module):
         self.check = check
         self.learnable_gamma = learnable_gamma
 
-        # lambda_max (or an upper bound) of the constructor Laplacian, a Python float.
+        # lambda_eff (lambda_max for a symmetric PSD L) of the constructor Laplacian, a float.
         self.lam_max: float | None = None
         if laplacian is not None:
             if isinstance(laplacian, jsparse.BCOO):
@@ -163,7 +242,8 @@ class DiffusionLayer(nnx.Module):
             lap = jnp.asarray(laplacian)
             if lap.ndim != 2 or lap.shape[0] != lap.shape[1]:
                 raise ValueError(f"laplacian must be a square (N, N) matrix, got {lap.shape}.")
-            self.lam_max = 2.0 / diffusion.max_stable_gamma(lap)
+            stable = diffusion.max_stable_gamma(lap)  # 2 / lambda_eff; 0: no gamma > 0 stable
+            self.lam_max = math.inf if stable == 0 else 2.0 / stable
             self.laplacian = GraphLaplacian(lap)
         else:
             self.laplacian = None
@@ -182,7 +262,15 @@ class DiffusionLayer(nnx.Module):
                         "or use normalization='symmetric' (max_gamma defaults to 1)."
                     )
             if not (math.isfinite(max_gamma) and max_gamma > 0):
-                raise ValueError(f"max_gamma must be a finite float > 0, got {max_gamma!r}.")
+                raise ValueError(
+                    f"max_gamma must be a finite number > 0, got {max_gamma!r}"
+                    + (
+                        " (the stored laplacian admits no stable gamma > 0: it has an "
+                        "eigenvalue with Re <= 0)."
+                        if self.lam_max is not None and math.isinf(self.lam_max)
+                        else "."
+                    )
+                )
             if not 0 < gamma < max_gamma:
                 raise ValueError(
                     f"a learnable gamma is max_gamma * sigmoid(raw), so its initial value must "
@@ -196,9 +284,8 @@ class DiffusionLayer(nnx.Module):
             self.max_gamma = None
             self.gamma_init = float(gamma)
         if self.lam_max is not None and check == "raise":
-            diffusion.check_stability(
-                self.laplacian.get_value(), self._gamma_bound(), lam_max=self.lam_max
-            )
+            lam = None if math.isinf(self.lam_max) else self.lam_max  # None: the exact message
+            diffusion.check_stability(self.laplacian.get_value(), self._gamma_bound(), lam_max=lam)
 
     # ------------------------------------------------------------------ helpers
 
@@ -246,7 +333,8 @@ class DiffusionLayer(nnx.Module):
           laplacian: optional ``(N, N)`` Laplacian (dense or BCOO) for this call.
           graph_features: features to build the graph from, when no Laplacian
             is given or stored (default: ``x``).
-          lam_max: optional ``lambda_max(L)`` or an upper bound on it (a float)
+          lam_max: optional ``lambda_max(L)`` (for a non-symmetric ``L``,
+            ``max |lambda|^2 / Re(lambda)``) or an upper bound on it (a float)
             for a call-time ``laplacian``. It lets ``check="raise"`` work under
             ``jit``.
 

@@ -73,11 +73,30 @@ A7. Backbones: the paper's ImageNet backbone and PDE benchmarks are not
     deterministic (``rngs`` is accepted for interface parity only).
 A8. Numerics: the cascade's ``(K+1) x (K+1)`` matrix exponential uses a Taylor
     polynomial with a fixed 22 squarings of ``expm - I`` (no data-dependent
-    branches); rates ``dt / tau`` above ``1e6`` are clipped there.
+    branches); rates ``dt / tau`` above ``1e6`` are clipped there. The
+    coefficients are computed in float32 at least (float16 and bfloat16 inputs
+    are rounded once at the end), and ``G dt / C``, ``dt / C``, ``1 / G`` are
+    formed from mantissas and exponents, so every ``C > 0``, ``G >= 0``,
+    ``dt > 0`` representable in the dtype gives finite coefficients (a ``b`` or
+    ``Gamma`` beyond the dtype's largest value is returned as that value; see
+    :func:`zoh_coefficients`).
+
+Validation: every constructor hyper-parameter is checked when a module is
+built, with a ``ValueError`` that names it: integers (Python or NumPy ints, or
+concrete 0-d integer arrays; not ``bool`` or ``2.0``), real scalars
+(Python/NumPy numbers or concrete 0-d arrays; NaN and inf refused), the
+string choices, and ``bool`` flags. ``dt`` must be a finite number ``> 0``
+that is a normal float32 number (the parameters are float32), and the initial
+``capacitance`` / ``conductance`` must lie in ``(1e-4, float32 max]``.
+Hyper-parameters must be concrete: a traced value (a module built under
+``jit``/``grad``/``vmap`` from a traced number) is refused, since it can be
+neither checked nor stored. The array functions check concrete ``C``, ``G``,
+``dt``; traced ones cannot be checked.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Literal
@@ -122,23 +141,235 @@ _EXPM_SQUARINGS = 22  # fixed: 2 * _EXPM_MAX_RATE + 1 < 0.48 * 2^22
 _EXPM_MAX_RATE = 1e6  # dt / tau above this is treated as 1e6 (exp(-1e6) = 0 anyway)
 
 
+# ------------------------------------------------------------------ validation
+
+
+def _is_traced(value) -> bool:
+    """True when a leaf of ``value`` is a JAX tracer (under ``jit``/``grad``/``vmap``)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
+
+
+def _real_array(value, name: str) -> np.ndarray:
+    """A concrete real value (integer or float, not bool) as a float64 NumPy array."""
+    if isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be a real number, got the bool {value!r}.")
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # a non-numeric object
+        raise ValueError(f"{name} must be a real number or array, got {value!r}.") from err
+    if not (np.issubdtype(arr.dtype, np.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
+        raise ValueError(f"{name} must be real (integer or float), got {value!r} ({arr.dtype}).")
+    return arr.astype(np.float64)
+
+
+def _check_dt(dt, dtype=None, *, normal: bool = False) -> None:
+    """``ValueError`` unless a concrete ``dt`` is real, finite and ``> 0``.
+
+    With ``dtype`` (the dtype the coefficients are computed in) ``dt`` must also
+    stay finite and non-zero when rounded to it, and with ``normal=True`` be at
+    least its smallest normal number. A traced ``dt`` cannot be checked.
+    """
+    if _is_traced(dt):
+        return
+    d = _real_array(dt, "dt")
+    if d.size == 0 or not (np.all(np.isfinite(d)) and np.all(d > 0)):
+        raise ValueError(f"dt must be finite and > 0, got {dt!r}.")
+    if dtype is not None:
+        info = jnp.finfo(dtype)
+        low = float(info.tiny if normal else info.smallest_subnormal)
+        with np.errstate(over="ignore", under="ignore"):
+            lo, hi = float(d.min().astype(dtype)), float(d.max().astype(dtype))
+        if not (math.isfinite(hi) and lo >= low):
+            raise ValueError(
+                f"dt={dt!r} is not representable in {jnp.dtype(dtype).name}, the dtype the "
+                f"coefficients are computed in: need {low:.4g} <= dt <= {float(info.max):.4g}. "
+                "Rescale time: a and b depend on dt only through dt / C and G dt / C."
+            )
+
+
+def _check_cg(C, G, dtype) -> None:
+    """``ValueError`` unless concrete ``C`` is finite and > 0 and ``G`` finite and >= 0 in ``dtype``.
+
+    The values are checked after rounding to ``dtype`` (in NumPy: under ``jit``
+    even a cast of a constant would be traced), so an input that overflows to
+    ``inf`` or underflows to ``0`` there is refused too. Traced values are skipped.
+    """
+    for value, name, what in ((C, "C", "> 0"), (G, "G", ">= 0")):
+        if _is_traced(value):
+            continue
+        _real_array(value, name)
+        arr = np.asarray(np.asarray(value).astype(dtype), np.float64)
+        bad = ~np.isfinite(arr) | ((arr <= 0) if name == "C" else (arr < 0))
+        if np.any(bad):
+            raise ValueError(
+                f"{name} must be finite and {what} in {jnp.dtype(dtype).name} "
+                f"({'capacitance' if name == 'C' else 'conductance'}); {int(bad.sum())} of "
+                f"{arr.size} entries are not, e.g. {float(arr[bad].flat[0])!r} after the cast "
+                f"to {jnp.dtype(dtype).name} (a value beyond its range becomes inf or 0: "
+                "rescale C, G and dt together)."
+            )
+
+
 # ------------------------------------------------------------------- array functions
 
 
-def _check_dt(dt) -> None:
-    """Raises ``ValueError`` for a concrete ``dt`` that is not a finite number > 0."""
-    if isinstance(dt, jax.core.Tracer):
-        return
-    d = np.asarray(dt)
-    if not (np.all(np.isfinite(d)) and np.all(d > 0)):
-        raise ValueError(f"dt must be finite and > 0, got {dt!r}.")
+def _pow2_scale(m: jax.Array, e: jax.Array) -> jax.Array:
+    """``m * 2**e`` for integer ``e`` without spurious overflow or underflow.
+
+    ``2**e`` is applied as four exact power-of-two factors whose exponents all
+    have the sign of ``e``, so the running product moves monotonically from
+    ``m`` to the result: it overflows to ``inf`` or underflows to ``0`` only when
+    the result does. For ``m`` of moderate size (here within ``[2^-8, 2^8]``).
+    """
+    chunk = jnp.finfo(m.dtype).maxexp // 2
+    e = jnp.clip(e, -4 * chunk, 4 * chunk)
+    one = jnp.ones((), m.dtype)
+    for _ in range(4):
+        part = jnp.clip(e, -chunk, chunk)
+        m = m * jnp.ldexp(one, part)
+        e = e - part
+    return m
+
+
+def _frexp(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(m, e)`` with ``v = m * 2**e``, ``m`` in ``[0.5, 1)`` (``(0, 0)`` for ``v = 0``).
+
+    As ``jnp.frexp``, but exact for subnormal ``v >= 0`` too: XLA on CPU flushes
+    subnormal numbers to zero in arithmetic, and ``jnp.frexp`` returns the same
+    ``(0.5, minexp - nmant)`` for all of them. Here their significand bits are
+    read as an integer, converted (exactly) to a normal float and split.
+    """
+    info = jnp.finfo(v.dtype)
+    bits = jax.lax.bitcast_convert_type(v, jnp.int32 if info.bits == 32 else jnp.int64)
+    frac = bits & ((1 << info.nmant) - 1)
+    sub = ((bits >> info.nmant) & ((1 << info.nexp) - 1) == 0) & (frac != 0)
+    m, e = jnp.frexp(v)
+    ms, es = jnp.frexp(frac.astype(v.dtype))  # v = frac * 2^(minexp - nmant)
+    return jnp.where(sub, ms, m), jnp.where(sub, es + (info.minexp - info.nmant), e)
 
 
 def _phi1(z: jax.Array) -> jax.Array:
-    """``(1 - exp(-z)) / z`` for ``z >= 0``, ``1`` at ``z = 0``; no NaN value or gradient."""
-    small = z < 1e-6
+    """``(1 - exp(-z)) / z`` for ``z >= 0`` (``1`` at ``0``), accurate value and gradient.
+
+    Near 0 a Taylor polynomial (5 terms; relative error below the float's
+    epsilon), where the autodiff derivative of the quotient would cancel.
+    """
+    small = z < (0.1 if jnp.finfo(z.dtype).bits <= 32 else 1e-3)
     safe = jnp.where(small, 1.0, z)
-    return jnp.where(small, 1.0 - 0.5 * z, -jnp.expm1(-safe) / safe)
+    series = 1.0 - z * (1 / 2 - z * (1 / 6 - z * (1 / 24 - z / 120)))
+    # z >= 1: 1 - exp(-z) has no cancellation, and its derivative exp(-z) keeps full
+    # relative precision (the JVP of expm1, expm1 + 1, rounds it to 0 for large z)
+    one_minus = jnp.where(safe >= 1.0, 1.0 - jnp.exp(-safe), -jnp.expm1(-safe))
+    return jnp.where(small, series, one_minus / safe)
+
+
+def _dphi1(z: jax.Array) -> jax.Array:
+    """``d/dz (1 - exp(-z)) / z = (exp(-z) - phi_1(z)) / z`` for ``0 <= z < 1`` (series below 0.5)."""
+    small = z < 0.5
+    safe = jnp.where(small, 0.75, z)
+    # sum_{k>=1} k (-z)^(k-1) (-1) / (k+1)!, 9 terms: error < 1e-8 at z = 0.5
+    series = jnp.zeros_like(z)
+    for k in range(9, 0, -1):
+        series = series * z + (-1) ** k * k / math.factorial(k + 1)
+    return jnp.where(small, series, (jnp.exp(-safe) + jnp.expm1(-safe) / safe) / safe)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _monomial(powers: tuple[int, ...], *vs: jax.Array) -> jax.Array:
+    """``prod_i vs[i] ** powers[i]`` (``vs >= 0``, same shape and dtype; ``powers`` in -2..2).
+
+    Formed as one number ``m 2^e`` from the mantissas and exponents (exact for
+    subnormal inputs, no intermediate overflow or underflow) and clipped to the
+    largest finite value; so is each derivative ``p_i prod / vs[i]``. A zero
+    input with a negative power is not allowed (pass 1 where it is not used).
+    """
+    m = jnp.ones_like(vs[0])
+    e = jnp.zeros(vs[0].shape, jnp.int32 if jnp.finfo(vs[0].dtype).bits <= 32 else jnp.int64)
+    for p, v in zip(powers, vs, strict=True):
+        mv, ev = _frexp(v)
+        m, e = m * mv**p, e + p * ev.astype(e.dtype)
+    big = jnp.finfo(m.dtype).max
+    return jnp.minimum(_pow2_scale(m, e), big)
+
+
+@_monomial.defjvp
+def _monomial_jvp(powers, primals, tangents):
+    out = _monomial(powers, *primals)
+    tangent = jnp.zeros_like(out)
+    for i, (p, t) in enumerate(zip(powers, tangents, strict=True)):
+        if p == 0:
+            continue
+        lowered = tuple(q - (j == i) for j, q in enumerate(powers))
+        tangent = tangent + p * _monomial(lowered, *primals) * t
+    return out, tangent
+
+
+def _zoh_parts(C, G, dt, b_max):
+    """``a``, ``b`` and what their derivatives need, from mantissas and exponents (see zoh_coefficients)."""
+    mc, ec = _frexp(C)
+    mg, eg = _frexp(G)
+    md, ed = _frexp(dt)
+    x = _pow2_scale(mg * md / mc, eg + ed - ec)  # G dt / C; 0 for G = 0
+    a = jnp.exp(-x)
+    big = x >= 1.0
+    # x >= 1: (1 - a) / G, as ((1 - a) / m_G) 2^-e_G (G > 0 here; no cancellation in 1 - a)
+    b_big = _pow2_scale((1.0 - jnp.where(big, a, 0.5)) / jnp.where(big, mg, 1.0), -eg)
+    # x < 1: (dt / C) phi_1(x), as (m_dt / m_C) phi_1(x) 2^(e_dt - e_C)
+    b_small = _pow2_scale(md / mc * _phi1(jnp.where(big, 0.0, x)), ed - ec)
+    b = jnp.where(big, b_big, b_small)
+    clipped = b > b_max
+    return a, jnp.minimum(b, b_max), (mc, ec, mg, eg, md, ed, x, big, clipped)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _zoh(C, G, dt, b_max):
+    a, b, _ = _zoh_parts(C, G, dt, b_max)
+    return a, b
+
+
+@_zoh.defjvp
+def _zoh_jvp(b_max, primals, tangents):
+    """Analytic derivatives, each one number ``m 2^e`` formed from the mantissas and exponents.
+
+    With ``x = G dt / C`` and ``r = dt / C`` (``a_C`` is ``da/dC``, and so on):
+    ``a_C = a G dt / C^2``, ``a_G = -a dt / C``, ``a_dt = -a G / C``,
+    ``b_C = -a dt / C^2``, ``b_dt = a / C``, ``b_G = r^2 phi_1'(x)`` (``x < 1``)
+    or ``-(1 - (1 + x) a) / G^2`` (``x >= 1``). ``a`` itself is split as
+    ``m_a 2^e_a`` by range reduction, so that ``a / C`` stays right when ``a``
+    alone would underflow. Coefficients are clipped to the largest finite value
+    (so a zero cotangent never meets ``inf``); ``b``'s are 0 where ``b`` was clipped.
+    """
+    C, G, dt = primals
+    tC, tG, tdt = tangents
+    a, b, (mc, ec, mg, eg, md, ed, x, big, clipped) = _zoh_parts(C, G, dt, b_max)
+    info = jnp.finfo(C.dtype)
+    # a = m_a 2^e_a: frexp while a is normal, else x = k ln2 + f, a = e^-f 2^-k
+    limit = 2 * math.log(2) * (info.maxexp - info.minexp + info.nmant)  # beyond: every a-term is 0
+    xc = jnp.minimum(x, limit)
+    k = jnp.floor(xc / math.log(2))
+    ma_red, ea_red = jnp.exp(-(xc - k * math.log(2))), -k.astype(ec.dtype)
+    ma_n, ea_n = _frexp(a)
+    normal = a >= info.tiny
+    ma = jnp.where(normal, ma_n, jnp.where(x > limit, 0.0, ma_red))
+    ea = jnp.where(normal, ea_n, ea_red)
+
+    def num(m, e):
+        return jnp.clip(_pow2_scale(m, e), -info.max, info.max)
+
+    a_c = num(ma * mg * md / (mc * mc), ea + eg + ed - 2 * ec)
+    a_g = -num(ma * md / mc, ea + ed - ec)
+    a_dt = -num(ma * mg / mc, ea + eg - ec)
+    b_c = -num(ma * md / (mc * mc), ea + ed - 2 * ec)
+    b_dt = num(ma / mc, ea - ec)
+    xs = jnp.where(big, 0.0, x)
+    b_g_small = num((md / mc) ** 2 * _dphi1(xs), 2 * (ed - ec))
+    rest = 1.0 - jnp.where(big & (x <= limit), (1.0 + x) * a, 0.0)  # 1 - (1 + x) a in [0.26, 1]
+    b_g_big = -num(rest / jnp.where(big, mg * mg, 1.0), -2 * eg)
+    b_g = jnp.where(big, b_g_big, b_g_small)
+    b_c, b_g, b_dt = (jnp.where(clipped, 0.0, v) for v in (b_c, b_g, b_dt))
+    ta = a_c * tC + a_g * tG + a_dt * tdt
+    tb = b_c * tC + b_g * tG + b_dt * tdt
+    return (a, b), (ta, tb)
 
 
 def zoh_coefficients(
@@ -146,31 +377,65 @@ def zoh_coefficients(
 ) -> tuple[jax.Array, jax.Array]:
     r"""Exact zero-order-hold coefficients of ``C dv/dt = -G v + I``.
 
-    ``v(t + dt) = a v(t) + b I`` for ``I`` held constant, with
-    ``a = exp(-G dt / C)`` and ``b = (1 - a) / G``. ``b`` is computed as
-    ``(dt / C) * (1 - exp(-x)) / x`` (``x = G dt / C``), so ``G -> 0`` gives the
-    pure integrator ``b = dt / C`` instead of ``0 / 0``.
+    ``v(t + dt) = a v(t) + b I`` for ``I`` held constant, with ``x = G dt / C``,
+    ``a = exp(-x)`` and ``b = (1 - a) / G = (dt / C) (1 - exp(-x)) / x`` (the
+    pure integrator ``b = dt / C`` at ``G = 0``).
+
+    Numerics: finite for every input in range, in float16, bfloat16, float32
+    and float64. ``C``, ``G`` and ``dt`` are split into mantissa and exponent
+    (exact for subnormal numbers), so no intermediate product overflows or
+    underflows unless the result does; float16 and bfloat16 are computed in
+    float32 and rounded once at the end. ``b`` is ``(1 - a) / G`` for
+    ``x >= 1`` and ``(dt / C) phi_1(x)`` below (a Taylor polynomial near
+    ``x = 0``): within a few units in the last place; ``a`` within about
+    ``(1 + x)`` units (``exp`` amplifies the rounding of ``x``). Two things are
+    not representable and are returned as follows:
+
+    * a ``b`` above the dtype's largest finite value (``dt / C`` or ``1 / G``
+      beyond it) is returned as that largest value, never ``inf``;
+    * results below the smallest normal number may be flushed to ``0`` (XLA on
+      CPU flushes subnormal float32/float64); the absolute error is then below
+      that number.
+
+    Derivatives (w.r.t. ``C``, ``G`` and ``dt``) are the analytic ones (e.g.
+    ``da/dG = -a dt / C``, ``db/dC = -a dt / C^2``), each formed as one number
+    from the mantissas and exponents, so they are accurate wherever they are
+    representable (``G = 0`` included); beyond the largest finite value they
+    are clipped to it, and ``b``'s are 0 where ``b`` was clipped.
 
     Args:
       C: capacitances, ``> 0`` (any shape broadcastable with ``G``).
       G: conductances, ``>= 0``.
-      dt: time step, ``> 0``.
+      dt: time step, ``> 0`` (a scalar or an array broadcastable with them),
+        representable in the computation dtype
+        ``promote_types(result_type(C, G, float), float32)``.
 
     Returns:
-      ``(a, b)``, broadcast shapes of the arguments; ``0 <= a <= 1``, ``b >= 0``.
+      ``(a, b)`` of the broadcast shape, in ``result_type(C, G, float)``;
+      ``0 <= a <= 1`` and ``0 <= b <= finfo.max``.
+
+    Raises:
+      ValueError: for a concrete ``dt`` that is not finite and ``> 0`` or that
+        overflows or underflows in the computation dtype, and for concrete ``C``
+        or ``G`` that are not finite, ``C > 0`` and ``G >= 0`` once cast to the
+        result dtype. Traced values (under ``jit``/``grad``/``vmap``) cannot be
+        checked; for them out-of-range inputs give unspecified results (NaN for NaN).
 
     Example:
       >>> a, b = zoh_coefficients(1.0, 2.0, 0.5)
       >>> round(float(a), 6), round(float(b), 6)  # exp(-1), (1 - exp(-1)) / 2
       (0.367879, 0.31606)
     """
-    _check_dt(dt)
+    C_in, G_in = C, G
     C, G = jnp.asarray(C), jnp.asarray(G)
     dtype = jnp.result_type(C, G, float)
-    C, G = C.astype(dtype), G.astype(dtype)
-    dt = jnp.asarray(dt, dtype)
-    x = G * dt / C
-    return jnp.exp(-x), dt / C * _phi1(x)
+    work = jnp.promote_types(dtype, jnp.float32)
+    _check_dt(dt, work)
+    _check_cg(C_in, G_in, dtype)
+    C, G = C.astype(dtype).astype(work), G.astype(dtype).astype(work)
+    C, G, dt = jnp.broadcast_arrays(C, G, jnp.asarray(dt, work))
+    a, b = _zoh(C, G, dt, float(jnp.finfo(dtype).max))
+    return a.astype(dtype), b.astype(dtype)
 
 
 def zoh_step(
@@ -256,14 +521,26 @@ def cascade_coefficients(
     Both are stable: every state is a convex combination of its old value and
     its driving value, so ``|v_k| <= max(max_j |v_j(0)|, max |I| / G_1)``.
 
+    Numerics as in :func:`zoh_coefficients`: float16 and bfloat16 are computed
+    in float32 and rounded at the end, the rates ``G_k dt / C_k``, ``dt / C_1``
+    and ``1 / G_1`` are formed from mantissas and exponents, so every input in
+    range gives finite coefficients; a ``Gamma`` entry above the dtype's
+    largest finite value is returned as that value.
+
     Args:
-      C, G: ``(K, *channels)`` capacitances and conductances, ``> 0``.
-      dt: time step, ``> 0``.
+      C, G: ``(K, *channels)`` capacitances ``> 0`` and conductances ``>= 0``.
+      dt: time step, ``> 0`` (broadcast against ``C``), representable in the
+        computation dtype (at least float32).
       method: ``"exact"`` or ``"sequential"``.
 
     Returns:
       ``(Phi, Gamma)`` of shapes ``(K, K, *channels)`` (lower triangular in the
-      first two axes) and ``(K, *channels)``.
+      first two axes) and ``(K, *channels)``, in ``result_type(C, G, float)``.
+
+    Raises:
+      ValueError: on an unknown ``method``, mismatched shapes, or concrete
+        ``dt``, ``C``, ``G`` out of range (see :func:`zoh_coefficients`; traced
+        values cannot be checked).
 
     Example:
       >>> import jax.numpy as jnp
@@ -275,49 +552,55 @@ def cascade_coefficients(
     """
     if method not in _DISCRETIZATIONS:
         raise ValueError(f"method must be one of {_DISCRETIZATIONS}, got {method!r}.")
-    _check_dt(dt)
+    C_in, G_in = C, G
     C, G = jnp.asarray(C), jnp.asarray(G)
     if C.shape != G.shape or C.ndim < 1 or C.shape[0] < 1:
         raise ValueError(
             f"C and G must have the same shape (K, *channels) with K >= 1, got {C.shape} and {G.shape}."
         )
-    dtype = jnp.result_type(C, G, float)
-    C, G = C.astype(dtype), G.astype(dtype)
-    dt = jnp.asarray(dt, dtype)
     K = C.shape[0]
     if K == 1:  # one cell: both methods are the closed-form ZOH
         a, b = zoh_coefficients(C[0], G[0], dt)
         return a[None, None], b[None]
-    rate = G * dt / C  # (K, *ch): dt / tau_k
+    dtype = jnp.result_type(C, G, float)
+    work = jnp.promote_types(dtype, jnp.float32)
+    _check_dt(dt, work)
+    _check_cg(C_in, G_in, dtype)
+    C, G = C.astype(dtype).astype(work), G.astype(dtype).astype(work)
+    dt = jnp.broadcast_to(jnp.asarray(dt, work), C.shape)
+    b_max = float(jnp.finfo(dtype).max)
+    rate = _monomial((1, 1, -1), G, dt, C)  # (K, *ch): G dt / C = dt / tau_k
     if method == "sequential":
+        a1, b1 = _zoh(C[0], G[0], dt[0], b_max)
         a = jnp.exp(-rate)
         gain = -jnp.expm1(-rate)  # 1 - a, accurate for small rates
-        b1 = dt / C[0] * _phi1(rate[0])
-        eye = jnp.eye(K, dtype=dtype).reshape((K, K) + (1,) * (C.ndim - 1))
-        phi_rows = [a[0] * eye[0]]
+        eye = jnp.eye(K, dtype=work).reshape((K, K) + (1,) * (C.ndim - 1))
+        phi_rows = [a1 * eye[0]]
         gamma = [b1]
         for k in range(1, K):
             phi_rows.append(a[k] * eye[k] + gain[k] * phi_rows[-1])
             gamma.append(gain[k] * gamma[-1])
-        return jnp.stack(phi_rows), jnp.stack(gamma)
+        return jnp.stack(phi_rows).astype(dtype), jnp.stack(gamma).astype(dtype)
     # exact: expm([[A dt, e_1], [0, 0]]) = [[Phi, phi_1(A dt) e_1], [0, 1]],
     # A = diag(-1/tau) + subdiag(1/tau_k); Gamma = (dt / C_1) phi_1(A dt) e_1.
     clipped = jnp.minimum(rate, _EXPM_MAX_RATE)
     r = jnp.moveaxis(clipped, 0, -1)  # (*ch, K)
-    m = jnp.zeros(r.shape[:-1] + (K + 1, K + 1), dtype)
+    m = jnp.zeros(r.shape[:-1] + (K + 1, K + 1), work)
     idx = jnp.arange(K)
     m = m.at[..., idx, idx].set(-r)
     m = m.at[..., idx[1:], idx[:-1]].set(r[..., 1:])
     m = m.at[..., 0, K].set(1.0)
     e = _expm(m)
     phi = jnp.moveaxis(e[..., :K, :K], (-2, -1), (0, 1))
-    # dt / C_1, times clipped / rate if cell 1's rate was clipped: the steady state stays I / G_1
-    ratio = jnp.where(
-        rate[0] > _EXPM_MAX_RATE, clipped[0] / jnp.maximum(rate[0], _EXPM_MAX_RATE), 1.0
-    )
-    scale = dt / C[0] * ratio
-    gamma = jnp.moveaxis(e[..., :K, K], -1, 0) * scale
-    return phi, gamma
+    # Gamma = (dt / C_1) e[:K, K] (times clipped / rate if cell 1's rate was clipped, so that
+    # the steady state stays I / G_1). Equal to (e rho) / G_1 with rho = min(rate_1, 1e6):
+    # used for rho >= 1, where e rho <= 1 (dt / C_1 may overflow while Gamma does not)
+    col = jnp.moveaxis(e[..., :K, K], -1, 0)
+    hi = rate[0] >= 1.0
+    from_g = col * clipped[0] * _monomial((-1,), jnp.where(hi, G[0], 1.0))
+    from_c = col * _monomial((1, -1), dt[0], C[0])
+    gamma = jnp.minimum(jnp.where(hi, from_g, from_c), b_max)
+    return phi.astype(dtype), gamma.astype(dtype)
 
 
 def cascade_step(
@@ -388,8 +671,7 @@ def cascade_step_response(
       >>> r.shape  # (steps, K)
       (4, 1)
     """
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
+    steps = _int_param(steps, "steps")
     phi, gamma = cascade_coefficients(C, G, dt, method=method)
     one = jnp.ones(gamma.shape[1:], gamma.dtype)
 
@@ -397,18 +679,83 @@ def cascade_step_response(
         v = cascade_step(v, one, phi, gamma)
         return v, v
 
-    _, out = jax.lax.scan(body, jnp.zeros_like(gamma), None, length=int(steps))
+    _, out = jax.lax.scan(body, jnp.zeros_like(gamma), None, length=steps)
     return out
 
 
 # ---------------------------------------------------------------------- modules
 
 
-def _inverse_softplus(y: float) -> float:
-    """``raw`` with ``softplus(raw) + MIN_POSITIVE == y``."""
+_TRACED_HYPER = (
+    "{name} must be a concrete value, got a traced one: hyper-parameters are fixed when a "
+    "module is built and cannot be checked or stored under jit/grad/vmap; pass a Python or "
+    "NumPy number (or build the module outside the transformation)."
+)
+
+
+def _int_param(value, name: str, minimum: int = 1) -> int:
+    """An integer hyper-parameter ``>= minimum``: a Python or NumPy int, or a concrete 0-d integer array.
+
+    ``bool`` and floats (even ``2.0``) are refused with a ``ValueError``.
+    """
+    if _is_traced(value):
+        raise ValueError(_TRACED_HYPER.format(name=name))
+    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+    if not is_int and isinstance(value, np.ndarray | jax.Array):
+        is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
+    if not is_int:
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})."
+        )
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}.")
+    return int(value)
+
+
+def _float_param(value, name: str) -> float:
+    """A real, finite scalar hyper-parameter (Python/NumPy number or concrete 0-d array) as a float."""
+    if _is_traced(value):
+        raise ValueError(_TRACED_HYPER.format(name=name))
+    arr = _real_array(value, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got an array of shape {arr.shape}.")
+    v = float(arr)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number (not NaN or inf), got {value!r}.")
+    return v
+
+
+def _bool_param(value, name: str) -> bool:
+    """A ``bool`` hyper-parameter (Python or NumPy bool; not ``0``/``1`` or a string)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)
+
+
+def _dt_param(dt) -> float:
+    """The step of a module: finite, ``> 0`` and a normal float32 number (the parameters' dtype)."""
+    if _is_traced(dt):
+        raise ValueError(_TRACED_HYPER.format(name="dt"))
+    if _real_array(dt, "dt").ndim != 0:
+        raise ValueError(f"dt must be a scalar (one step for all channels), got {dt!r}.")
+    _check_dt(dt, jnp.float32, normal=True)  # the parameters, hence the coefficients, are float32
+    return float(np.asarray(dt))
+
+
+def _inverse_softplus(y, name: str) -> float:
+    """``raw`` with ``softplus(raw) + MIN_POSITIVE == y``, for a valid initial ``C`` or ``G``."""
+    y = _float_param(y, name)
     z = y - MIN_POSITIVE
     if z <= 0:
-        raise ValueError(f"initial C and G must be > {MIN_POSITIVE}, got {y}.")
+        raise ValueError(
+            f"{name} must be > {MIN_POSITIVE} (the initial C and G; C and G are "
+            f"softplus(raw) + {MIN_POSITIVE}), got {y}."
+        )
+    if y > float(jnp.finfo(jnp.float32).max):
+        raise ValueError(
+            f"{name} must be at most {float(jnp.finfo(jnp.float32).max):.4g} (the parameters are "
+            f"float32), got {y}."
+        )
     return float(z + math.log(-math.expm1(-z)))
 
 
@@ -429,6 +776,10 @@ class SpectralCoupling(nnx.Module):
         spatial axes).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
+    Raises:
+      ValueError: on an invalid hyper-parameter (type, range, NaN/inf, or a traced
+        value; module docstring, "Validation").
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
@@ -439,6 +790,13 @@ class SpectralCoupling(nnx.Module):
     def __init__(
         self, in_features: int, out_features: int, modes: Sequence[int], *, rngs: nnx.Rngs
     ):
+        in_features = _int_param(in_features, "in_features")
+        out_features = _int_param(out_features, "out_features")
+        if isinstance(modes, str) or not isinstance(modes, Sequence | np.ndarray | jax.Array):
+            raise ValueError(
+                f"modes must be a sequence of integers >= 1 (one per spatial axis), got {modes!r}."
+            )
+        modes = _spatial_tuple(modes, 1, "modes")
         self.spectral = SpectralConv(in_features, out_features, modes, rngs=rngs)
         self.pointwise = _Linear(in_features, out_features, rngs=rngs)
 
@@ -447,14 +805,17 @@ class SpectralCoupling(nnx.Module):
 
 
 def _spatial_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int):
-        if ndim < 1:
-            raise ValueError(f"ndim must be >= 1, got {ndim}.")
-        value = (value,) * ndim
-    value = tuple(int(v) for v in value)
-    if not value or min(value) < 1:
-        raise ValueError(f"{name} must be positive integers, got {value}.")
-    return value
+    """``value`` per spatial axis: an int (repeated ``ndim`` times) or a sequence of ints >= 1."""
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence | np.ndarray | jax.Array)
+        or (np.ndim(value) == 0)
+    ):
+        value = (_int_param(value, name),) * _int_param(ndim, "ndim")
+    values = tuple(_int_param(v, f"{name}[{i}]") for i, v in enumerate(value))
+    if not values:
+        raise ValueError(f"{name} must be positive integers (one per spatial axis), got {value!r}.")
+    return values
 
 
 def _make_coupling(
@@ -467,10 +828,18 @@ def _make_coupling(
     ndim: int,
     rngs: nnx.Rngs,
 ) -> nnx.Module | None:
-    """The coupling module (``None`` for the follower); validates the choice."""
+    """The coupling module (``None`` for the follower); validates the choice and its options.
+
+    ``ndim``, ``kernel_size`` and ``modes`` (when given) are checked whatever the
+    coupling, so an invalid value is never silently ignored.
+    """
+    ndim = _int_param(ndim, "ndim")
+    kernel_size = _spatial_tuple(kernel_size, ndim, "kernel_size")
+    if modes is not None:
+        modes = _spatial_tuple(modes, ndim, "modes")
     if isinstance(coupling, nnx.Module):
         return coupling
-    if coupling not in _COUPLINGS:
+    if not isinstance(coupling, str) or coupling not in _COUPLINGS:
         raise ValueError(
             f"coupling must be one of {_COUPLINGS} or an nnx.Module mapping x to the current, "
             f"got {coupling!r}."
@@ -478,14 +847,11 @@ def _make_coupling(
     if coupling == "dense":
         return nnx.Linear(in_features, features, rngs=rngs)
     if coupling == "conv":
-        ks = _spatial_tuple(kernel_size, ndim, "kernel_size")
-        return nnx.Conv(in_features, features, ks, padding="SAME", rngs=rngs)
+        return nnx.Conv(in_features, features, kernel_size, padding="SAME", rngs=rngs)
     if coupling == "spectral":
         if modes is None:
             raise ValueError("coupling='spectral' needs modes (kept Fourier modes per axis).")
-        return SpectralCoupling(
-            in_features, features, _spatial_tuple(modes, ndim, "modes"), rngs=rngs
-        )
+        return SpectralCoupling(in_features, features, modes, rngs=rngs)
     if in_features != features:
         raise ValueError(
             f"coupling='follower' (I = G x) needs in_features == features, got {in_features} "
@@ -506,9 +872,8 @@ def _current(module: KirchhoffCell | KirchhoffBlock, x: jax.Array, name: str) ->
     return module.coupling(x)
 
 
-def _check_features(in_features: int, features: int) -> None:
-    if in_features < 1 or features < 1:
-        raise ValueError(f"in_features and features must be >= 1, got {in_features}, {features}.")
+def _check_features(in_features, features) -> tuple[int, int]:
+    return _int_param(in_features, "in_features"), _int_param(features, "features")
 
 
 class KirchhoffCell(nnx.Module):
@@ -527,12 +892,19 @@ class KirchhoffCell(nnx.Module):
         (``I = G x``: the unity-gain drive of a cascade cell; needs
         ``in_features == features``) or an ``nnx.Module`` mapping ``x`` to the
         current.
-      dt: the step, a positive float (fixed, not learned).
-      capacitance, conductance: initial ``C`` and ``G`` (all channels).
-      kernel_size: conv kernel (an int: the same on ``ndim`` axes).
+      dt: the step (fixed, not learned): a finite number ``> 0``, a normal
+        float32 number (``1.2e-38 .. 3.4e38``).
+      capacitance, conductance: initial ``C`` and ``G`` (all channels), finite,
+        ``> 1e-4`` and at most float32's largest value.
+      kernel_size: conv kernel (an int: the same on ``ndim`` axes), ints ``>= 1``.
       modes: spectral coupling's kept modes (an int: the same on ``ndim`` axes).
-      ndim: spatial axes for an int ``kernel_size`` / ``modes``.
+      ndim: spatial axes for an int ``kernel_size`` / ``modes``, ``>= 1``.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
+
+    Raises:
+      ValueError: on any invalid hyper-parameter (wrong type, out of range,
+        NaN/inf, or traced; see the module docstring, "Validation"). Checked
+        even where unused (e.g. ``kernel_size`` with a dense coupling).
 
     Example:
       >>> import jax.numpy as jnp
@@ -557,11 +929,12 @@ class KirchhoffCell(nnx.Module):
         ndim: int = 2,
         rngs: nnx.Rngs,
     ):
-        _check_features(in_features, features)
-        _check_dt(dt)
+        in_features, features = _check_features(in_features, features)
         self.in_features = in_features
         self.features = features
-        self.dt = float(dt)
+        self.dt = _dt_param(dt)
+        raw_c = _inverse_softplus(capacitance, "capacitance")
+        raw_g = _inverse_softplus(conductance, "conductance")
         self.coupling_kind = coupling if isinstance(coupling, str) else "module"
         self.coupling = _make_coupling(
             coupling,
@@ -572,8 +945,8 @@ class KirchhoffCell(nnx.Module):
             ndim=ndim,
             rngs=rngs,
         )
-        self.raw_capacitance = nnx.Param(jnp.full((features,), _inverse_softplus(capacitance)))
-        self.raw_conductance = nnx.Param(jnp.full((features,), _inverse_softplus(conductance)))
+        self.raw_capacitance = nnx.Param(jnp.full((features,), raw_c))
+        self.raw_conductance = nnx.Param(jnp.full((features,), raw_g))
 
     @property
     def capacitance(self) -> jax.Array:
@@ -635,6 +1008,10 @@ class KirchhoffBlock(nnx.Module):
         :class:`KirchhoffCell` (``C`` and ``G`` initialised equal in all cells).
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
+    Raises:
+      ValueError: on an invalid hyper-parameter (type, range, NaN/inf, or a traced
+        value; module docstring, "Validation").
+
     Attributes:
       coupling: the input coupling (cell 1).
       raw_capacitance, raw_conductance: ``(K, features)`` parameters, row ``k``
@@ -668,13 +1045,10 @@ class KirchhoffBlock(nnx.Module):
         ndim: int = 2,
         rngs: nnx.Rngs,
     ):
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise ValueError(
-                f"order must be an integer >= 1 (cells in the cascade), got {order!r}."
-            )
-        if combine not in _COMBINES:
+        order = _int_param(order, "order")
+        if not isinstance(combine, str) or combine not in _COMBINES:
             raise ValueError(f"combine must be one of {_COMBINES}, got {combine!r}.")
-        if discretization not in _DISCRETIZATIONS:
+        if not isinstance(discretization, str) or discretization not in _DISCRETIZATIONS:
             raise ValueError(
                 f"discretization must be one of {_DISCRETIZATIONS}, got {discretization!r}."
             )
@@ -683,13 +1057,14 @@ class KirchhoffBlock(nnx.Module):
                 "KirchhoffBlock: the first cell needs an input coupling ('dense', 'conv', "
                 "'spectral' or a module); 'follower' is what cells 2..K use."
             )
-        _check_features(in_features, features)
-        _check_dt(dt)
+        in_features, features = _check_features(in_features, features)
         self.order = order
         self.features = features
         self.combine = combine
         self.discretization = discretization
-        self.dt = float(dt)
+        self.dt = _dt_param(dt)
+        raw_c = _inverse_softplus(capacitance, "capacitance")
+        raw_g = _inverse_softplus(conductance, "conductance")
         self.coupling_kind = coupling if isinstance(coupling, str) else "module"
         self.in_features = in_features
         self.coupling = _make_coupling(
@@ -702,12 +1077,8 @@ class KirchhoffBlock(nnx.Module):
             rngs=rngs,
         )
         # row k holds cell k + 1 (one array per block: cheap to compile)
-        self.raw_capacitance = nnx.Param(
-            jnp.full((order, features), _inverse_softplus(capacitance))
-        )
-        self.raw_conductance = nnx.Param(
-            jnp.full((order, features), _inverse_softplus(conductance))
-        )
+        self.raw_capacitance = nnx.Param(jnp.full((order, features), raw_c))
+        self.raw_conductance = nnx.Param(jnp.full((order, features), raw_g))
         self.mix = nnx.Param(jnp.full((order, features), 1.0 / order)) if combine == "mix" else None
 
     @property
@@ -837,6 +1208,10 @@ class KINNBasicBlock(nnx.Module):
       in_planes, planes, stride: as the ResNet BasicBlock.
       order, combine, discretization, dt: see :class:`KirchhoffBlock`.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
+
+    Raises:
+      ValueError: on an invalid hyper-parameter (type, range, NaN/inf, or a traced
+        value; module docstring, "Validation").
     """
 
     expansion = 1
@@ -853,6 +1228,9 @@ class KINNBasicBlock(nnx.Module):
         dt: float = 1.0,
         rngs: nnx.Rngs,
     ):
+        in_planes = _int_param(in_planes, "in_planes")
+        planes = _int_param(planes, "planes")
+        stride = _int_param(stride, "stride")
         self.kirchhoff = KirchhoffBlock(
             in_planes,
             planes,
@@ -897,6 +1275,10 @@ class KINNResNet(nnx.Module):
       carry_state: carry the cascade state across the blocks of a stage.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
+    Raises:
+      ValueError: on an invalid hyper-parameter (type, range, NaN/inf, or a traced
+        value; module docstring, "Validation").
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
@@ -919,15 +1301,16 @@ class KINNResNet(nnx.Module):
         carry_state: bool = True,
         rngs: nnx.Rngs,
     ):
-        num_blocks = tuple(int(n) for n in num_blocks)
-        if len(num_blocks) != 4 or min(num_blocks) < 1:
-            raise ValueError(f"num_blocks must be 4 positive integers, got {num_blocks}.")
-        if width < 1 or in_channels < 1 or num_classes < 1:
-            raise ValueError(
-                f"need width, in_channels, num_classes >= 1; got {width=}, {in_channels=}, {num_classes=}."
-            )
+        if isinstance(num_blocks, str) or not isinstance(num_blocks, Sequence | np.ndarray):
+            raise ValueError(f"num_blocks must be 4 positive integers, got {num_blocks!r}.")
+        if len(num_blocks) != 4:
+            raise ValueError(f"num_blocks must be 4 positive integers, got {tuple(num_blocks)}.")
+        num_blocks = tuple(_int_param(n, f"num_blocks[{i}]") for i, n in enumerate(num_blocks))
+        num_classes = _int_param(num_classes, "num_classes")
+        in_channels = _int_param(in_channels, "in_channels")
+        width = _int_param(width, "width")
         self.in_channels = in_channels
-        self.carry_state = bool(carry_state)
+        self.carry_state = _bool_param(carry_state, "carry_state")
         self.conv1 = _conv(in_channels, width, 3, 1, rngs)
         self.bn1 = _batch_norm(width, rngs)
         in_planes = width
@@ -1026,6 +1409,10 @@ class FNOKINN(nnx.Module):
       inner_steps: steps per layer, ``>= 1``.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
 
+    Raises:
+      ValueError: on an invalid hyper-parameter (type, range, NaN/inf, or a traced
+        value; module docstring, "Validation").
+
     Example:
       >>> import jax.numpy as jnp
       >>> from flax import nnx
@@ -1053,24 +1440,29 @@ class FNOKINN(nnx.Module):
         inner_steps: int = 1,
         rngs: nnx.Rngs,
     ):
-        if ndim < 1:
-            raise ValueError(f"ndim must be >= 1, got {ndim}.")
-        modes = (int(modes),) * ndim if isinstance(modes, int) else tuple(int(m) for m in modes)
+        ndim = _int_param(ndim, "ndim")
+        modes = _spatial_tuple(modes, ndim, "modes")
         if len(modes) != ndim:
             raise ValueError(f"modes must have {ndim} entries, got {modes}.")
-        for name, value in (
-            ("width", width),
-            ("depth", depth),
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("proj_width", proj_width),
-            ("inner_steps", inner_steps),
-        ):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}.")
-        if activation not in _ACTIVATIONS:
+        width = _int_param(width, "width")
+        depth = _int_param(depth, "depth")
+        in_channels = _int_param(in_channels, "in_channels")
+        out_channels = _int_param(out_channels, "out_channels")
+        proj_width = _int_param(proj_width, "proj_width")
+        inner_steps = _int_param(inner_steps, "inner_steps")
+        if not isinstance(activation, str) or activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}."
+            )
+        carry_state = _bool_param(carry_state, "carry_state")
+        # the options of every layer, checked once here (before any parameter is created)
+        _int_param(order, "order")
+        _dt_param(dt)
+        if not isinstance(combine, str) or combine not in _COMBINES:
+            raise ValueError(f"combine must be one of {_COMBINES}, got {combine!r}.")
+        if not isinstance(discretization, str) or discretization not in _DISCRETIZATIONS:
+            raise ValueError(
+                f"discretization must be one of {_DISCRETIZATIONS}, got {discretization!r}."
             )
         self.ndim = ndim
         self.modes = modes
@@ -1078,8 +1470,8 @@ class FNOKINN(nnx.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.activation = activation
-        self.carry_state = bool(carry_state)
-        self.inner_steps = int(inner_steps)
+        self.carry_state = carry_state
+        self.inner_steps = inner_steps
         self.lift = _Linear(in_channels + ndim, width, rngs=rngs)
         self.layers = nnx.List(
             [
