@@ -161,6 +161,8 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
+from kinetix.validation import check_flag
+
 Normalization = Literal["symmetric", "unnormalized", "random_walk", "released_code"]
 Symmetrize = Literal["mean", "max", "min", "none"]
 Truncation = Literal["strict", "knn"]
@@ -275,12 +277,6 @@ def _nonnegative(value: Any, name: str, hint: str = "", *, allow_inf: bool = Fal
         what = "a number >= 0 (inf allowed)" if allow_inf else "a finite number >= 0"
         raise ValueError(f"{name} must be {what}, got {v}.{hint if v < 0 else ''}")
     return v
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
-    return bool(value)
 
 
 def _bandwidth_value(fixed_bandwidth: Any) -> float | None:
@@ -514,7 +510,7 @@ def kernel_weights(
                 "use sigma >= 2 (the code uses 4), or pass fixed_bandwidth."
             )
     fixed_bandwidth = _bandwidth_value(fixed_bandwidth)
-    self_loops = _flag(self_loops, "self_loops")
+    self_loops = check_flag(self_loops, "self_loops")
     return _kernel(x, n_top, sigma, truncation, bandwidth, fixed_bandwidth, self_loops)
 
 

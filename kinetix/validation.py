@@ -116,3 +116,10 @@ def check_int(value, name: str, *, low: int | None = None, where: str = "") -> i
     if low is not None and n < low:
         raise ValueError(f"{prefix}{name} must be >= {low}, got {n}.")
     return n
+
+
+def check_flag(value, name: str) -> bool:
+    """``bool(value)`` for a Python or NumPy bool; ``ValueError`` for anything else (``0``, ``"no"``)."""
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
+    return bool(value)

@@ -44,6 +44,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 
 from kinetix import diffusion
+from kinetix.validation import check_flag
 
 #: Normalisations whose Laplacian has ``lambda_max <= 2`` for any data.
 BOUNDED_NORMALIZATIONS = ("symmetric", "random_walk")
@@ -88,12 +89,6 @@ def _float_hyper(value: Any, name: str) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number (not NaN or inf), got {v}.")
     return v
-
-
-def _bool_hyper(value: Any, name: str) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
-    return bool(value)
 
 
 class DiffusionLayer(nnx.Module):
@@ -194,9 +189,9 @@ class DiffusionLayer(nnx.Module):
                 "sigma=1 selects each point's zero distance to itself as its bandwidth; use "
                 "sigma >= 2 (the code uses 4), or pass fixed_bandwidth."
             )
-        learnable_gamma = _bool_hyper(learnable_gamma, "learnable_gamma")
-        self_loops = _bool_hyper(self_loops, "self_loops")
-        graph_gradients = _bool_hyper(graph_gradients, "graph_gradients")
+        learnable_gamma = check_flag(learnable_gamma, "learnable_gamma")
+        self_loops = check_flag(self_loops, "self_loops")
+        graph_gradients = check_flag(graph_gradients, "graph_gradients")
         try:
             param_dtype = jnp.dtype(param_dtype)
         except TypeError as err:
