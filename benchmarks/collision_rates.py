@@ -81,7 +81,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -94,6 +93,7 @@ import optax
 from flax import nnx
 
 import kinetix
+from benchmarks.ko_update import git_state
 from kinetix import collision, dsmc
 from kinetix.nn import kinetic as kinetic_mod
 
@@ -512,6 +512,24 @@ def _particles(x, v, module):
     return xp, vp, nd
 
 
+def _measure_model(label, model, x, names, seed, coefs, extra) -> list[dict]:
+    """One training-mode forward of ``model``; the rate curves of every kinetic block it calls.
+
+    ``extra(features, n_divide)`` gives each layer's descriptive fields.
+    """
+    t = time.perf_counter()
+    with record_kinetic_calls(names) as calls:
+        model(x, rngs=nnx.Rngs(collision=seed + 1))
+    print(f"\n{label}: {time.perf_counter() - t:.1f} s", flush=True)
+    out = []
+    for name, xs, vs, mod, _ in calls:
+        xp, vp, nd = _particles(xs, vs, mod)
+        out.append(
+            kinetic_layer(name, xp, vp, coefs, default_coef=mod.coll_coef, extra=extra(xs, nd))
+        )
+    return out
+
+
 def part_kinetic(args, coefs) -> list[dict]:
     from kinetix.data import images, pde
     from kinetix.nn.fno import FNO1d
@@ -530,59 +548,38 @@ def part_kinetic(args, coefs) -> list[dict]:
         for stage in (2, 3, 4):
             for i, blk in enumerate(getattr(model, f"layer{stage}")):
                 names[id(blk.kinetic)] = f"ResNet-18 {size}x{size} layer{stage}/{i}"
-        t = time.perf_counter()
-        with record_kinetic_calls(names) as calls:
-            model(x, rngs=nnx.Rngs(collision=args.seed + 1))
-        print(
-            f"\nResNet-18 kinetic (width {width}) forward on {size}x{size}: "
-            f"{time.perf_counter() - t:.1f} s",
-            flush=True,
+        layers += _measure_model(
+            f"ResNet-18 kinetic (width {width}) forward on {size}x{size}",
+            model,
+            x,
+            names,
+            args.seed,
+            coefs,
+            lambda xs, nd, size=size: {
+                "model": f"resnet18 {size}x{size}",
+                "feature_shape": list(xs.shape),
+                "n_divide": nd,
+                "width": width,
+            },
         )
-        for name, xs, vs, mod, _ in calls:
-            xp, vp, nd = _particles(xs, vs, mod)
-            layers.append(
-                kinetic_layer(
-                    name,
-                    xp,
-                    vp,
-                    coefs,
-                    default_coef=mod.coll_coef,
-                    extra={
-                        "model": f"resnet18 {size}x{size}",
-                        "feature_shape": list(xs.shape),
-                        "n_divide": nd,
-                        "width": width,
-                    },
-                )
-            )
 
     # FNO-1D on Burgers initial conditions
     u0, _ = pde.burgers(jax.random.key(args.seed), 16, args.fno_resolution, nu=0.1)
     model = FNO1d(residual="kinetic", rngs=nnx.Rngs(params=args.seed))
     names = {id(layer.kinetic): f"FNO-1D layer {i}" for i, layer in enumerate(model.layers)}
-    t = time.perf_counter()
-    with record_kinetic_calls(names) as calls:
-        model(u0, rngs=nnx.Rngs(collision=args.seed + 1))
-    print(
-        f"\nFNO-1D kinetic forward on 16 x {args.fno_resolution}: {time.perf_counter() - t:.1f} s",
-        flush=True,
+    layers += _measure_model(
+        f"FNO-1D kinetic forward on 16 x {args.fno_resolution}",
+        model,
+        u0,
+        names,
+        args.seed,
+        coefs,
+        lambda xs, nd: {
+            "model": "fno1d",
+            "resolution": args.fno_resolution,
+            "n_divide": model.layers[0].n_divide,
+        },
     )
-    for name, xs, vs, mod, _ in calls:
-        xp, vp, _ = _particles(xs, vs, mod)
-        layers.append(
-            kinetic_layer(
-                name,
-                xp,
-                vp,
-                coefs,
-                default_coef=mod.coll_coef,
-                extra={
-                    "model": "fno1d",
-                    "resolution": args.fno_resolution,
-                    "n_divide": model.layers[0].n_divide,
-                },
-            )
-        )
 
     # N(0, 1) features, spatial layout, n_divide 4
     kx, kv = jax.random.split(jax.random.key(args.seed + 7))
@@ -804,25 +801,6 @@ def plot(results: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def _git_state() -> str | None:
-    root = Path(kinetix.__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "kinetix"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def summarize(results: dict) -> None:
     print("\n===== summary =====")
     ko = [ly for ly in results["layers"] if ly["group"] == "ko"]
@@ -920,7 +898,7 @@ def main(argv=None) -> None:
         )
         print(
             f"{command}\njax {jax.__version__}, backend {jax.default_backend()}, "
-            f"{os.cpu_count()} CPU cores, git {_git_state()}"
+            f"{os.cpu_count()} CPU cores, git {git_state()}"
         )
         coefs = list(COEFS)
         layers = []
@@ -939,7 +917,7 @@ def main(argv=None) -> None:
                 "command": command.strip(),
                 "jax": jax.__version__,
                 "kinetix": kinetix.__version__,
-                "git": _git_state(),
+                "git": git_state(),
                 "backend": jax.default_backend(),
                 "cpu_count": os.cpu_count(),
                 "python": platform.python_version(),

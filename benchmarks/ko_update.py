@@ -391,7 +391,7 @@ def run(args) -> dict:
             "jax": jax.__version__,
             "optax": optax.__version__,
             "kinetix": kinetix.__version__,
-            "git": _git_state(),
+            "git": git_state(),
             "backend": jax.default_backend(),
             "device": jax.devices()[0].device_kind,
             "cpu_count": os.cpu_count(),
@@ -413,7 +413,7 @@ def run(args) -> dict:
     }
 
 
-def _git_state() -> str | None:
+def git_state() -> str | None:
     """``HEAD`` of the checkout kinetix is imported from, with ``+dirty`` if kinetix/ differs."""
     root = Path(kinetix.__file__).resolve().parent.parent
     try:
