@@ -161,7 +161,7 @@ import numpy as np
 from jax.experimental import sparse as jsparse
 from jax.typing import ArrayLike
 
-from kinetix.validation import check_flag
+from kinetix.validation import check_flag, check_int, is_traced, real_scalar
 
 Normalization = Literal["symmetric", "unnormalized", "random_walk", "released_code"]
 Symmetrize = Literal["mean", "max", "min", "none"]
@@ -192,18 +192,13 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # ----------------------------------------------------------------- validation
 
 
-def _is_concrete(tree: Any) -> bool:
-    """True when no leaf of ``tree`` is a JAX tracer (we are not under jit/grad/vmap)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(tree))
-
-
 def _to_numpy(a: Any) -> np.ndarray | None:
     """A concrete array (dense or BCOO) as NumPy, or ``None`` when it is traced.
 
     Checks on concrete values are done in NumPy: under ``jit`` even an operation
     on a closed-over constant array is staged and would give a tracer.
     """
-    if not _is_concrete(a):
+    if is_traced(a):
         return None
     if isinstance(a, jsparse.BCOO):
         idx = np.asarray(a.indices)
@@ -216,63 +211,13 @@ def _to_numpy(a: Any) -> np.ndarray | None:
     return np.asarray(a)
 
 
-def _scalar(value: Any) -> float:
-    """A concrete scalar as a Python float (no staged constant under jit)."""
-    return float(np.asarray(jax.device_get(value)))
-
-
 def _float_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _static_int(value: Any, name: str, minimum: int) -> int:
-    """A static integer argument: a Python or NumPy int, or a concrete 0-d integer array.
-
-    ``TypeError`` for anything else (``bool``, floats such as ``2.0``, a traced
-    value: it sets a loop length or array shapes, so it must be known when
-    tracing); ``ValueError`` below ``minimum``.
-    """
-    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not is_int and isinstance(value, np.ndarray | jax.Array) and _is_concrete(value):
-        is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
-    if not is_int:
-        raise TypeError(
-            f"{name} must be a Python int (or a NumPy/JAX integer scalar known before tracing), "
-            f"got {value!r} ({type(value).__name__})."
-        )
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return value
-
-
-def _real_scalar(value: Any, name: str, *, allow_traced: bool = True) -> float | None:
-    """A real scalar argument (Python/NumPy number or 0-d array): its value as a float.
-
-    ``None`` for a traced value when ``allow_traced`` (it cannot be checked; its
-    shape still must be ``()``), else a ``ValueError`` saying it must be concrete.
-    ``bool``, non-real and non-scalar values are refused with a ``ValueError``.
-    """
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a real number, got the bool {value!r}.")
-    if np.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}.")
-    dtype = jnp.result_type(value) if isinstance(value, jax.Array) else np.asarray(value).dtype
-    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-        raise ValueError(f"{name} must be a real number, got {value!r} ({dtype}).")
-    if not _is_concrete(value):
-        if allow_traced:
-            return None
-        raise ValueError(
-            f"{name} must be a concrete number (it is traced under jit/grad/vmap): pass a "
-            "Python or NumPy number."
-        )
-    return _scalar(value)
-
-
 def _nonnegative(value: Any, name: str, hint: str = "", *, allow_inf: bool = False) -> float | None:
     """A concrete real scalar that is ``>= 0`` and finite (or ``+inf`` if allowed); ``None`` if traced."""
-    v = _real_scalar(value, name)
+    v = real_scalar(value, name)
     if v is not None and (math.isnan(v) or v < 0 or (math.isinf(v) and not allow_inf)):
         what = "a number >= 0 (inf allowed)" if allow_inf else "a finite number >= 0"
         raise ValueError(f"{name} must be {what}, got {v}.{hint if v < 0 else ''}")
@@ -283,7 +228,12 @@ def _bandwidth_value(fixed_bandwidth: Any) -> float | None:
     """``fixed_bandwidth`` as a Python float (a static, hashable argument): finite and > 0."""
     if fixed_bandwidth is None:
         return None
-    v = _real_scalar(fixed_bandwidth, "fixed_bandwidth", allow_traced=False)
+    v = real_scalar(fixed_bandwidth, "fixed_bandwidth")
+    if v is None:
+        raise ValueError(
+            "fixed_bandwidth must be a concrete number (it is traced under jit/grad/vmap): pass a "
+            "Python or NumPy number."
+        )
     if not (math.isfinite(v) and v > 0):
         raise ValueError(f"fixed_bandwidth must be a finite number > 0 (or None), got {v}.")
     return v
@@ -422,7 +372,7 @@ def knn_graph(x: ArrayLike, k: int) -> jax.Array:
     """
     x = _check_points(x)
     n = x.shape[0]
-    k = _static_int(k, "k", 1)
+    k = check_int(k, "k", low=1)
     if k >= n:
         raise ValueError(
             f"knn_graph: k={k} neighbours need at least k + 1 = {k + 1} points, got N={n}. "
@@ -492,8 +442,8 @@ def kernel_weights(
     """
     x = _check_points(x)
     n = x.shape[0]
-    n_top = _static_int(n_top, "n_top", 2)
-    sigma = _static_int(sigma, "sigma", 1)
+    n_top = check_int(n_top, "n_top", low=2)
+    sigma = check_int(sigma, "sigma", low=1)
     _choice(truncation, "truncation", TRUNCATIONS)
     _choice(bandwidth, "bandwidth", BANDWIDTHS)
     if n_top > n:
@@ -998,7 +948,7 @@ def check_stability(
         or when the values needed are traced (under ``jit``); the message says
         what to pass instead.
     """
-    if not _is_concrete(gamma):
+    if is_traced(gamma):
         raise ValueError(
             "The stability check needs a concrete gamma, but gamma is traced (under jit/grad). "
             "Check outside jit with kinetix.diffusion.check_stability(L, gamma), then call with "
@@ -1011,7 +961,7 @@ def check_stability(
     )
     _choice(method, "method", LAMBDA_METHODS)
     if lam_max is not None:
-        if not _is_concrete(lam_max):
+        if is_traced(lam_max):
             raise ValueError(
                 "lam_max must be concrete for check='raise'; compute it outside jit "
                 "(kinetix.diffusion.lambda_max(L)) and pass it as a float."
@@ -1184,7 +1134,7 @@ def diffuse(
       ...
       ValueError: Unstable diffusion step: ...
     """
-    steps = _static_int(steps, "steps", 0)
+    steps = check_int(steps, "steps", low=0)
     lap = _check_laplacian(laplacian)
     n = _shape_of(lap)[0]
     mat, shape = _as_matrix(x, n)

@@ -1,5 +1,7 @@
 """Tests of kinetix.nn.fno: shapes, resolution independence, eval parity, spectral conv vs. a DFT."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -235,3 +237,54 @@ def test_fno_rejects_bad_input_shape():
     kin = FNO1d(**SMALL, residual="kinetic", n_divide=3, rngs=nnx.Rngs(params=0))
     with pytest.raises(ValueError, match="must divide"):
         kin(jnp.zeros((2, 16)), rngs=nnx.Rngs(collision=0))
+
+
+# ------------------------------------------------------- lift and projection
+
+
+def _param_shapes(build):
+    """``{path: shape}`` of a module's parameters, traced only (no compilation)."""
+    flat = nnx.to_flat_state(nnx.state(nnx.eval_shape(build), nnx.Param))
+    return {"/".join(map(str, p)): tuple(v.shape) for p, v in flat}
+
+
+def test_fno_parameter_paths_are_the_checkpoint_layout():
+    """Checkpoints written by earlier versions restore only if these names and shapes stay."""
+    shapes = _param_shapes(lambda: FNO1d(**SMALL, depth=2, rngs=nnx.Rngs(params=0)))
+    want = {"lift/kernel": (2, 8), "lift/bias": (8,)}
+    for i in range(2):
+        want |= {
+            f"layers/{i}/spectral/weight_real": (1, 8, 8, 4),
+            f"layers/{i}/spectral/weight_imag": (1, 8, 8, 4),
+            f"layers/{i}/pointwise/kernel": (8, 8),
+            f"layers/{i}/pointwise/bias": (8,),
+        }
+    want |= {"proj1/kernel": (8, 16), "proj1/bias": (16,), "proj2/kernel": (16, 1)}
+    want |= {"proj2/bias": (1,)}
+    assert shapes == want
+
+
+def _gelu(x):
+    """Exact (erf) GELU, transcribed with math.erf."""
+    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+
+
+def test_lift_and_projection_match_a_numpy_transcription():
+    model = FNO2d(
+        width=4, modes=2, proj_width=5, in_channels=2, out_channels=3, rngs=nnx.Rngs(params=0)
+    )
+    u = np.random.default_rng(0).normal(size=(2, 6, 4, 2)).astype(np.float32)
+    h, squeeze = model.lift_input(u)
+    gx, gy = np.meshgrid(np.arange(6) / 6, np.arange(4) / 4, indexing="ij")
+    feats = np.concatenate([u, np.broadcast_to(np.stack([gx, gy], -1), (2, 6, 4, 2))], -1)
+    p = {k: np.asarray(v[...], np.float64) for k, v in nnx.to_flat_state(nnx.state(model))}
+    want_h = feats @ p[("lift", "kernel")] + p[("lift", "bias")]
+    np.testing.assert_allclose(h, want_h, rtol=1e-5, atol=1e-5)
+    assert not squeeze
+    hidden = _gelu(want_h @ p[("proj1", "kernel")] + p[("proj1", "bias")])
+    want = hidden @ p[("proj2", "kernel")] + p[("proj2", "bias")]
+    np.testing.assert_allclose(model.project(h, squeeze), want, rtol=1e-5, atol=1e-5)
+    # one input and output channel: (B, *spatial) in and out
+    one = FNO1d(**SMALL, rngs=nnx.Rngs(params=1))
+    h1, squeeze1 = one.lift_input(np.ones((3, 16), np.float32))
+    assert squeeze1 and h1.shape == (3, 16, 8) and one.project(h1, squeeze1).shape == (3, 16)

@@ -831,3 +831,72 @@ def test_public_exports():
     for name in ("KirchhoffCell", "KirchhoffBlock", "KINNResNet", "FNOKINN1d", "kinn_resnet18"):
         assert name in knn.__all__ and hasattr(knn, name)
     assert knn.__all__ == sorted(knn.__all__)
+
+
+# ------------------------------------------------------ shared set-up and layout
+
+
+def _param_shapes(build):
+    """``{path: shape}`` of a module's parameters, traced only (no compilation)."""
+    flat = nnx.to_flat_state(nnx.state(nnx.eval_shape(build), nnx.Param))
+    return {"/".join(map(str, p)): tuple(v.shape) for p, v in flat}
+
+
+def test_parameter_paths_are_the_checkpoint_layout():
+    """Checkpoints written by earlier versions restore only if these names and shapes stay."""
+    cell = {"coupling/kernel": (3, 4), "coupling/bias": (4,)}
+    assert _param_shapes(lambda: KirchhoffCell(3, 4, rngs=rngs())) == cell | {
+        "raw_capacitance": (4,),
+        "raw_conductance": (4,),
+    }
+    assert _param_shapes(lambda: KirchhoffBlock(3, 4, order=3, rngs=rngs())) == cell | {
+        "raw_capacitance": (3, 4),
+        "raw_conductance": (3, 4),
+        "mix": (3, 4),
+    }
+    shapes = _param_shapes(lambda: FNOKINN1d(**TINY_FNO, rngs=rngs()))
+    want = {"lift/kernel": (2, 4), "lift/bias": (4,), "proj1/kernel": (4, 8)}
+    want |= {"proj1/bias": (8,), "proj2/kernel": (8, 1), "proj2/bias": (1,)}
+    for i in range(2):
+        want |= {
+            f"layers/{i}/coupling/spectral/weight_real": (1, 4, 4, 3),
+            f"layers/{i}/coupling/spectral/weight_imag": (1, 4, 4, 3),
+            f"layers/{i}/coupling/pointwise/kernel": (4, 4),
+            f"layers/{i}/coupling/pointwise/bias": (4,),
+            f"layers/{i}/raw_capacitance": (2, 4),
+            f"layers/{i}/raw_conductance": (2, 4),
+            f"layers/{i}/mix": (2, 4),
+        }
+    assert shapes == want
+
+
+def test_cell_and_block_share_their_set_up():
+    """Same rngs: the same coupling; every row of a block's C, G is the cell's initial value."""
+    kw = {"dt": 0.5, "capacitance": 2.0, "conductance": 0.25}
+    cell = KirchhoffCell(3, 4, **kw, rngs=rngs(3))
+    block = KirchhoffBlock(3, 4, order=2, **kw, rngs=rngs(3))
+    np.testing.assert_array_equal(cell.coupling.kernel[...], block.coupling.kernel[...])
+    assert cell.dt == block.dt == 0.5 and cell.in_features == block.in_features == 3
+    for got, want in ((cell.capacitance, 2.0), (block.capacitance, 2.0)):
+        np.testing.assert_allclose(got, np.full(got.shape, want), rtol=1e-6)
+    np.testing.assert_allclose(block.conductance, np.full((2, 4), 0.25), rtol=1e-6)
+    x = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(cell.current(x), block.current(x))
+    for module in (cell, block):  # the message names the class
+        with pytest.raises(ValueError, match=f"{type(module).__name__}: expected input"):
+            module.current(np.ones((2, 5)))
+
+
+def test_fno_kinn_shares_the_fno_lift_and_projection():
+    """Lift and projection come from the same code as kinetix.nn.FNO: with the same rngs the lift
+    (the first parameters drawn) is the same, and FNO's projection maps the same features alike."""
+    from kinetix.nn.fno import FNO1d
+
+    kinn = FNOKINN1d(**TINY_FNO, rngs=nnx.Rngs(params=4))
+    fno = FNO1d(**TINY_FNO, rngs=nnx.Rngs(params=4))
+    np.testing.assert_array_equal(kinn.lift.kernel[...], fno.lift.kernel[...])
+    u = jax.random.normal(key(9), (2, 16))
+    h, squeeze = kinn.lift_input(u)
+    np.testing.assert_array_equal(h, fno.lift_input(u)[0])
+    fno.proj1, fno.proj2 = kinn.proj1, kinn.proj2
+    np.testing.assert_array_equal(kinn.project(h, squeeze), fno.project(h, squeeze))

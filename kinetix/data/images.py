@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kinetix.data.pde import _check_int
+from kinetix.validation import check_int_param
 
 __all__ = [
     "IMAGE_DATASETS",
@@ -437,7 +437,7 @@ def load_images(
     """
     if name not in IMAGE_DATASETS:
         raise ValueError(f"Unknown image data set {name!r}; choose one of {list(IMAGE_DATASETS)}.")
-    split_seed = _check_int(split_seed, "split_seed", 0)
+    split_seed = check_int_param(split_seed, "split_seed", 0)
     test_fraction = _check_fraction(test_fraction, "test_fraction")
     if name == "digits":
         x_tr, y_tr, x_te, y_te, num_classes = _load_digits(split_seed, test_fraction)
@@ -541,7 +541,7 @@ def augment(key: jax.Array, images: jax.Array, *, pad: int = 4, flip: bool = Tru
     Returns:
       An array of the shape and dtype of ``images``.
     """
-    pad = _check_int(pad, "pad", 0)
+    pad = check_int_param(pad, "pad", 0)
     if jnp.ndim(images) != 4:
         raise ValueError(f"images must be (B, H, W, C), got shape {jnp.shape(images)}.")
     if pad == 0 and not flip:
@@ -559,7 +559,7 @@ def epoch_permutation(n: int, *, seed: int, epoch: int) -> np.ndarray:
     Returns:
       ``int64 (n,)`` permutation of ``range(n)``.
     """
-    n = _check_int(n, "n", 0)
-    seed = _check_int(seed, "seed", 0)
-    epoch = _check_int(epoch, "epoch", 0)
+    n = check_int_param(n, "n", 0)
+    seed = check_int_param(seed, "seed", 0)
+    epoch = check_int_param(epoch, "epoch", 0)
     return np.random.default_rng([seed, epoch]).permutation(n)

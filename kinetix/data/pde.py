@@ -41,6 +41,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from kinetix.ko import canonicalize_key
+from kinetix.validation import check_int_param
 
 __all__ = [
     "burgers",
@@ -72,20 +73,13 @@ CACHE_FORMAT = 1
 # --------------------------------------------------------------------------- #
 
 
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.") from None
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return value
+# The old name, kept for kinetix.data.text until it imports check_int_param from
+# kinetix.validation.
+_check_int = check_int_param
 
 
 def _check_resolution(value, name: str = "resolution") -> int:
-    value = _check_int(value, name, MIN_RESOLUTION)
+    value = check_int_param(value, name, MIN_RESOLUTION)
     if value % 2:
         raise ValueError(f"{name} must be even, got {value}.")
     return value
@@ -192,7 +186,7 @@ def grf1d(
       ``float32`` array of shape ``(n_samples, resolution)``, values at ``x_j = j / N``.
     """
     key = canonicalize_key(key)
-    n_samples = _check_int(n_samples, "n_samples", 1)
+    n_samples = check_int_param(n_samples, "n_samples", 1)
     resolution = _check_resolution(resolution)
     alpha, tau, sigma = _check_grf(alpha, tau, sigma, 1)
     return _grf(key, n_samples, resolution, 1, alpha, tau, sigma, bool(zero_mean))
@@ -236,7 +230,7 @@ def grf2d(
       ``[s, i, j]`` is the value at ``(x, y) = (i / N, j / N)``.
     """
     key = canonicalize_key(key)
-    n_samples = _check_int(n_samples, "n_samples", 1)
+    n_samples = check_int_param(n_samples, "n_samples", 1)
     resolution = _check_resolution(resolution)
     if sigma is None:
         tau_f = _check_float(tau, "tau")
@@ -463,9 +457,9 @@ def burgers(
       with values at ``x_j = j / resolution``.
     """
     key = canonicalize_key(key)
-    n_samples = _check_int(n_samples, "n_samples", 1)
+    n_samples = check_int_param(n_samples, "n_samples", 1)
     resolution = _check_resolution(resolution)
-    subsample = _check_int(subsample, "subsample", 1)
+    subsample = check_int_param(subsample, "subsample", 1)
     nu = _check_float(nu, "nu")
     t_final = _check_float(t_final, "t_final")
     if dt is not None:
@@ -560,7 +554,7 @@ def heat2d(
       resolution)``; entry ``[s, i, j]`` is the value at ``(i / N, j / N)``.
     """
     key = canonicalize_key(key)
-    n_samples = _check_int(n_samples, "n_samples", 1)
+    n_samples = check_int_param(n_samples, "n_samples", 1)
     resolution = _check_resolution(resolution)
     kappa = _check_float(kappa, "kappa")
     t_final = _check_float(t_final, "t_final")
@@ -583,7 +577,7 @@ def subsample2d(u: ArrayLike, factor: int = 2) -> jax.Array:
       Array of shape ``(..., N // factor, N // factor)``.
     """
     u = jnp.asarray(u)
-    factor = _check_int(factor, "factor", 1)
+    factor = check_int_param(factor, "factor", 1)
     if u.ndim < 2:
         raise ValueError(f"u must have shape (..., N, N), got {u.shape}.")
     if u.shape[-1] % factor or u.shape[-2] % factor:
@@ -714,7 +708,7 @@ def load_or_generate(
         key_seed = operator.index(key_seed)
     except TypeError:
         raise ValueError(f"key_seed must be an integer, got {key_seed!r}.") from None
-    n = _check_int(n, "n", 1)
+    n = check_int_param(n, "n", 1)
     resolved = _resolved_params(name, params)
     meta = json.dumps(
         {"format": CACHE_FORMAT, "name": name, "key_seed": key_seed, "n": n, "params": resolved},

@@ -44,7 +44,7 @@ from flax import nnx
 from jax.experimental import sparse as jsparse
 
 from kinetix import diffusion
-from kinetix.validation import check_flag
+from kinetix.validation import check_flag, is_traced
 
 #: Normalisations whose Laplacian has ``lambda_max <= 2`` for any data.
 BOUNDED_NORMALIZATIONS = ("symmetric", "random_walk")
@@ -54,14 +54,10 @@ class GraphLaplacian(nnx.Variable):
     """A fixed graph Laplacian stored in a module (not a trainable parameter)."""
 
 
-def _traced(value: Any) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
-
-
 def _int_hyper(value: Any, name: str, minimum: int) -> int:
     """An integer hyper-parameter: a Python or NumPy int, or a concrete 0-d integer array."""
     is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not is_int and isinstance(value, np.ndarray | jax.Array) and not _traced(value):
+    if not is_int and isinstance(value, np.ndarray | jax.Array) and not is_traced(value):
         is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
     if not is_int:
         raise ValueError(
@@ -75,7 +71,7 @@ def _int_hyper(value: Any, name: str, minimum: int) -> int:
 
 def _float_hyper(value: Any, name: str) -> float:
     """A real, finite, concrete scalar hyper-parameter (Python/NumPy number or 0-d array)."""
-    if _traced(value):
+    if is_traced(value):
         raise ValueError(
             f"{name} must be a concrete number, got a traced value: hyper-parameters are fixed "
             "when the layer is built (build it outside jit/grad/vmap)."

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import jax
@@ -287,7 +287,110 @@ class FourierLayer(nnx.Module):
         return kinetic.from_particles(out, w.shape, "spatial", nd, None)
 
 
-class FNO(nnx.Module):
+class _GridOperator(nnx.Module):
+    """The lift and projection of a neural operator on a periodic grid, shared by FNO and FNOKINN.
+
+    A subclass sets ``activation`` and builds its parameters with
+    :meth:`build_io`, in the order of the released FNO code: ``lift`` (the input
+    field with the grid coordinates ``j / N`` appended as channels,
+    ``in_channels + ndim -> width``), the subclass's ``layers``, then ``proj1``
+    and ``proj2`` (``width -> proj_width -> out_channels``, an activation in
+    between). Its ``__call__`` is
+    ``h, squeeze = self.lift_input(u)``, its layers on ``h``, then
+    ``self.project(h, squeeze)``.
+
+    Attributes:
+      ndim, width, in_channels, out_channels: as given to :meth:`build_io`.
+      activation: ``"gelu"`` or ``"relu"``, set by the subclass.
+      lift, layers, proj1, proj2: the parameters (the paths of the released
+        layout, so checkpoints of :class:`FNO` and
+        :class:`kinetix.nn.kinn.FNOKINN` keep their names).
+
+    Example:
+      >>> from flax import nnx
+      >>> model = FNO1d(width=8, modes=4, rngs=nnx.Rngs(params=0))
+      >>> h, squeeze = model.lift_input(jnp.zeros((2, 16)))
+      >>> h.shape, model.project(h, squeeze).shape
+      ((2, 16, 8), (2, 16))
+    """
+
+    #: the model's name in error messages
+    label = "FNO"
+
+    def build_io(
+        self,
+        ndim: int,
+        width: int,
+        in_channels: int,
+        out_channels: int,
+        proj_width: int,
+        depth: int,
+        layer: Callable[[], nnx.Module],
+        *,
+        rngs: nnx.Rngs,
+    ) -> None:
+        """Stores the sizes and creates ``lift``, ``depth`` calls of ``layer()``, ``proj1``, ``proj2``.
+
+        The subclass sets ``activation`` (``"gelu"`` or ``"relu"``) itself.
+
+        Args:
+          ndim, width, in_channels, out_channels, proj_width, depth: the
+            validated sizes of the model.
+          layer: builds one hidden layer; called ``depth`` times between the
+            lift and the projection, so the parameters are drawn from ``rngs``
+            in that order.
+          rngs: ``nnx.Rngs`` with a ``params`` stream.
+        """
+        self.ndim = ndim
+        self.width = width
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.lift = _Linear(in_channels + ndim, width, rngs=rngs)
+        self.layers = nnx.List([layer() for _ in range(depth)])
+        self.proj1 = _Linear(width, proj_width, rngs=rngs)
+        self.proj2 = _Linear(proj_width, out_channels, rngs=rngs)
+
+    def grid(self, spatial: Sequence[int], dtype=jnp.float32) -> jax.Array:
+        """Coordinates ``(x_j = j / N, ...)`` of a grid, shape ``(*spatial, ndim)``."""
+        axes = [jnp.arange(n, dtype=dtype) / n for n in spatial]
+        return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)
+
+    def act(self, x: jax.Array) -> jax.Array:
+        """The model's activation."""
+        return _ACTIVATIONS[self.activation](x)
+
+    def lift_input(self, u: jax.Array) -> tuple[jax.Array, bool]:
+        """``lift([u, grid])``, ``(B, *spatial, width)``, and whether ``u`` had no channel axis.
+
+        Raises:
+          ValueError: ``u`` is neither ``(B, *spatial)`` (with ``in_channels == 1``)
+            nor ``(B, *spatial, in_channels)``.
+        """
+        u = jnp.asarray(u)
+        squeeze = u.ndim == self.ndim + 1
+        if squeeze:
+            if self.in_channels != 1:
+                raise ValueError(
+                    f"{self.label}: input {u.shape} has no channel axis but "
+                    f"in_channels={self.in_channels}."
+                )
+            u = u[..., None]
+        if u.ndim != self.ndim + 2 or u.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"{self.label}({self.ndim}-D): expected input (B, *{self.ndim} spatial) or "
+                f"(B, *spatial, {self.in_channels}), got {u.shape}."
+            )
+        spatial = u.shape[1:-1]
+        grid = jnp.broadcast_to(self.grid(spatial, u.dtype), u.shape[:1] + spatial + (self.ndim,))
+        return self.lift(jnp.concatenate([u, grid], axis=-1)), squeeze
+
+    def project(self, h: jax.Array, squeeze: bool) -> jax.Array:
+        """``proj2(act(proj1(h)))``; the channel axis dropped when ``squeeze`` and one output channel."""
+        out = self.proj2(self.act(self.proj1(h)))
+        return out[..., 0] if squeeze and self.out_channels == 1 else out
+
+
+class FNO(_GridOperator):
     """A Fourier neural operator on a periodic ``ndim``-D grid (Li et al. 2021).
 
     ``FNO1d`` and ``FNO2d`` are this class with the released code's defaults.
@@ -368,61 +471,31 @@ class FNO(nnx.Module):
         if num_particles < 2:
             raise ValueError(f"num_particles must be >= 2, got {num_particles}.")
         check_options(coll_coef=coll_coef, rule=rule)
-        self.ndim = ndim
         self.modes = modes
-        self.width = width
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.activation = activation
         self.residual = residual
-        self.lift = _Linear(in_channels + ndim, width, rngs=rngs)
-        self.layers = nnx.List(
-            [
-                FourierLayer(
-                    width,
-                    modes,
-                    residual=residual,
-                    n_divide=n_divide,
-                    num_particles=num_particles,
-                    coll_coef=coll_coef,
-                    rule=rule,
-                    rngs=rngs,
-                )
-                for _ in range(depth)
-            ]
-        )
-        self.proj1 = _Linear(width, proj_width, rngs=rngs)
-        self.proj2 = _Linear(proj_width, out_channels, rngs=rngs)
 
-    def grid(self, spatial: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        """Coordinates ``(x_j = j / N, ...)`` of a grid, shape ``(*spatial, ndim)``."""
-        axes = [jnp.arange(n, dtype=dtype) / n for n in spatial]
-        return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)
+        def layer() -> FourierLayer:
+            return FourierLayer(
+                width,
+                modes,
+                residual=residual,
+                n_divide=n_divide,
+                num_particles=num_particles,
+                coll_coef=coll_coef,
+                rule=rule,
+                rngs=rngs,
+            )
+
+        self.build_io(ndim, width, in_channels, out_channels, proj_width, depth, layer, rngs=rngs)
 
     def __call__(self, u: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        u = jnp.asarray(u)
-        squeeze = u.ndim == self.ndim + 1
-        if squeeze:
-            if self.in_channels != 1:
-                raise ValueError(
-                    f"FNO: input {u.shape} has no channel axis but in_channels={self.in_channels}."
-                )
-            u = u[..., None]
-        if u.ndim != self.ndim + 2 or u.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"FNO({self.ndim}-D): expected input (B, *{self.ndim} spatial) or "
-                f"(B, *spatial, {self.in_channels}), got {u.shape}."
-            )
-        spatial = u.shape[1:-1]
-        grid = jnp.broadcast_to(self.grid(spatial, u.dtype), u.shape[:1] + spatial + (self.ndim,))
-        h = self.lift(jnp.concatenate([u, grid], axis=-1))
-        act = _ACTIVATIONS[self.activation]
+        h, squeeze = self.lift_input(u)
         for i, layer in enumerate(self.layers):
             h = layer(h, rngs=rngs)
             if i < len(self.layers) - 1:
-                h = act(h)
-        out = self.proj2(act(self.proj1(h)))
-        return out[..., 0] if squeeze and self.out_channels == 1 else out
+                h = self.act(h)
+        return self.project(h, squeeze)
 
 
 class FNO1d(FNO):

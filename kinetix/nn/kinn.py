@@ -106,8 +106,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kinetix.nn.fno import _ACTIVATIONS, SpectralConv, _Linear
+from kinetix.nn.fno import _ACTIVATIONS, SpectralConv, _GridOperator, _Linear
 from kinetix.nn.resnet import _batch_norm, _conv, _Shortcut
+from kinetix.validation import (
+    check_concrete,
+    check_flag,
+    check_int_param,
+    check_real_param,
+    is_traced,
+    real_array,
+)
 
 __all__ = [
     "FNOKINN",
@@ -144,24 +152,6 @@ _EXPM_MAX_RATE = 1e6  # dt / tau above this is treated as 1e6 (exp(-1e6) = 0 any
 # ------------------------------------------------------------------ validation
 
 
-def _is_traced(value) -> bool:
-    """True when a leaf of ``value`` is a JAX tracer (under ``jit``/``grad``/``vmap``)."""
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
-
-
-def _real_array(value, name: str) -> np.ndarray:
-    """A concrete real value (integer or float, not bool) as a float64 NumPy array."""
-    if isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be a real number, got the bool {value!r}.")
-    try:
-        arr = np.asarray(value)
-    except Exception as err:  # a non-numeric object
-        raise ValueError(f"{name} must be a real number or array, got {value!r}.") from err
-    if not (np.issubdtype(arr.dtype, np.integer) or jnp.issubdtype(arr.dtype, jnp.floating)):
-        raise ValueError(f"{name} must be real (integer or float), got {value!r} ({arr.dtype}).")
-    return arr.astype(np.float64)
-
-
 def _check_dt(dt, dtype=None, *, normal: bool = False) -> None:
     """``ValueError`` unless a concrete ``dt`` is real, finite and ``> 0``.
 
@@ -169,9 +159,9 @@ def _check_dt(dt, dtype=None, *, normal: bool = False) -> None:
     stay finite and non-zero when rounded to it, and with ``normal=True`` be at
     least its smallest normal number. A traced ``dt`` cannot be checked.
     """
-    if _is_traced(dt):
+    if is_traced(dt):
         return
-    d = _real_array(dt, "dt")
+    d = real_array(dt, "dt")
     if d.size == 0 or not (np.all(np.isfinite(d)) and np.all(d > 0)):
         raise ValueError(f"dt must be finite and > 0, got {dt!r}.")
     if dtype is not None:
@@ -195,9 +185,9 @@ def _check_cg(C, G, dtype) -> None:
     ``inf`` or underflows to ``0`` there is refused too. Traced values are skipped.
     """
     for value, name, what in ((C, "C", "> 0"), (G, "G", ">= 0")):
-        if _is_traced(value):
+        if is_traced(value):
             continue
-        _real_array(value, name)
+        real_array(value, name)
         arr = np.asarray(np.asarray(value).astype(dtype), np.float64)
         bad = ~np.isfinite(arr) | ((arr <= 0) if name == "C" else (arr < 0))
         if np.any(bad):
@@ -671,7 +661,7 @@ def cascade_step_response(
       >>> r.shape  # (steps, K)
       (4, 1)
     """
-    steps = _int_param(steps, "steps")
+    steps = check_int_param(steps, "steps")
     phi, gamma = cascade_coefficients(C, G, dt, method=method)
     one = jnp.ones(gamma.shape[1:], gamma.dtype)
 
@@ -686,65 +676,28 @@ def cascade_step_response(
 # ---------------------------------------------------------------------- modules
 
 
-_TRACED_HYPER = (
-    "{name} must be a concrete value, got a traced one: hyper-parameters are fixed when a "
-    "module is built and cannot be checked or stored under jit/grad/vmap; pass a Python or "
-    "NumPy number (or build the module outside the transformation)."
-)
-
-
-def _int_param(value, name: str, minimum: int = 1) -> int:
-    """An integer hyper-parameter ``>= minimum``: a Python or NumPy int, or a concrete 0-d integer array.
-
-    ``bool`` and floats (even ``2.0``) are refused with a ``ValueError``.
-    """
-    if _is_traced(value):
-        raise ValueError(_TRACED_HYPER.format(name=name))
-    is_int = isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-    if not is_int and isinstance(value, np.ndarray | jax.Array):
-        is_int = value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.integer)
-    if not is_int:
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__})."
-        )
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {int(value)}.")
-    return int(value)
-
-
-def _float_param(value, name: str) -> float:
-    """A real, finite scalar hyper-parameter (Python/NumPy number or concrete 0-d array) as a float."""
-    if _is_traced(value):
-        raise ValueError(_TRACED_HYPER.format(name=name))
-    arr = _real_array(value, name)
-    if arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got an array of shape {arr.shape}.")
-    v = float(arr)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number (not NaN or inf), got {value!r}.")
-    return v
-
-
-def _bool_param(value, name: str) -> bool:
-    """A ``bool`` hyper-parameter (Python or NumPy bool; not ``0``/``1`` or a string)."""
-    if not isinstance(value, bool | np.bool_):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}).")
-    return bool(value)
-
-
 def _dt_param(dt) -> float:
     """The step of a module: finite, ``> 0`` and a normal float32 number (the parameters' dtype)."""
-    if _is_traced(dt):
-        raise ValueError(_TRACED_HYPER.format(name="dt"))
-    if _real_array(dt, "dt").ndim != 0:
+    check_concrete(dt, "dt")
+    if real_array(dt, "dt").ndim != 0:
         raise ValueError(f"dt must be a scalar (one step for all channels), got {dt!r}.")
     _check_dt(dt, jnp.float32, normal=True)  # the parameters, hence the coefficients, are float32
     return float(np.asarray(dt))
 
 
+def _check_choices(combine, discretization) -> None:
+    """``ValueError`` unless ``combine`` and ``discretization`` are among the options of a block."""
+    if not isinstance(combine, str) or combine not in _COMBINES:
+        raise ValueError(f"combine must be one of {_COMBINES}, got {combine!r}.")
+    if not isinstance(discretization, str) or discretization not in _DISCRETIZATIONS:
+        raise ValueError(
+            f"discretization must be one of {_DISCRETIZATIONS}, got {discretization!r}."
+        )
+
+
 def _inverse_softplus(y, name: str) -> float:
     """``raw`` with ``softplus(raw) + MIN_POSITIVE == y``, for a valid initial ``C`` or ``G``."""
-    y = _float_param(y, name)
+    y = check_real_param(y, name)
     z = y - MIN_POSITIVE
     if z <= 0:
         raise ValueError(
@@ -790,8 +743,8 @@ class SpectralCoupling(nnx.Module):
     def __init__(
         self, in_features: int, out_features: int, modes: Sequence[int], *, rngs: nnx.Rngs
     ):
-        in_features = _int_param(in_features, "in_features")
-        out_features = _int_param(out_features, "out_features")
+        in_features = check_int_param(in_features, "in_features")
+        out_features = check_int_param(out_features, "out_features")
         if isinstance(modes, str) or not isinstance(modes, Sequence | np.ndarray | jax.Array):
             raise ValueError(
                 f"modes must be a sequence of integers >= 1 (one per spatial axis), got {modes!r}."
@@ -811,8 +764,8 @@ def _spatial_tuple(value: int | Sequence[int], ndim: int, name: str) -> tuple[in
         or not isinstance(value, Sequence | np.ndarray | jax.Array)
         or (np.ndim(value) == 0)
     ):
-        value = (_int_param(value, name),) * _int_param(ndim, "ndim")
-    values = tuple(_int_param(v, f"{name}[{i}]") for i, v in enumerate(value))
+        value = (check_int_param(value, name),) * check_int_param(ndim, "ndim")
+    values = tuple(check_int_param(v, f"{name}[{i}]") for i, v in enumerate(value))
     if not values:
         raise ValueError(f"{name} must be positive integers (one per spatial axis), got {value!r}.")
     return values
@@ -833,7 +786,7 @@ def _make_coupling(
     ``ndim``, ``kernel_size`` and ``modes`` (when given) are checked whatever the
     coupling, so an invalid value is never silently ignored.
     """
-    ndim = _int_param(ndim, "ndim")
+    ndim = check_int_param(ndim, "ndim")
     kernel_size = _spatial_tuple(kernel_size, ndim, "kernel_size")
     if modes is not None:
         modes = _spatial_tuple(modes, ndim, "modes")
@@ -860,23 +813,74 @@ def _make_coupling(
     return None
 
 
-def _current(module: KirchhoffCell | KirchhoffBlock, x: jax.Array, name: str) -> jax.Array:
-    """``I(x)`` of a cell or of a block's first cell (checks the channel axis)."""
-    x = jnp.asarray(x)
-    if module.coupling_kind != "module" and (x.ndim < 1 or x.shape[-1] != module.in_features):
-        raise ValueError(
-            f"{name}: expected input (..., {module.in_features}) (channels last), got {x.shape}."
+class _KirchhoffBase(nnx.Module):
+    """What :class:`KirchhoffCell` and :class:`KirchhoffBlock` share: the input coupling,
+    the step ``dt`` and the ``C``, ``G`` parameters (``softplus(raw) + 1e-4``)."""
+
+    def _setup(
+        self,
+        in_features: int,
+        features: int,
+        coupling: Coupling | nnx.Module,
+        *,
+        cells: tuple[int, ...],
+        dt: float,
+        capacitance: float,
+        conductance: float,
+        kernel_size: int | Sequence[int],
+        modes: int | Sequence[int] | None,
+        ndim: int,
+        rngs: nnx.Rngs,
+    ) -> None:
+        """Validates the shared hyper-parameters and creates the coupling and ``C``, ``G``.
+
+        ``raw_capacitance`` and ``raw_conductance`` get the shape ``cells +
+        (features,)``: ``()`` for a cell, ``(K,)`` for a block (row ``k``: cell
+        ``k + 1``; one array per block, cheap to compile).
+        """
+        self.in_features = check_int_param(in_features, "in_features")
+        self.features = check_int_param(features, "features")
+        self.dt = _dt_param(dt)
+        raw_c = _inverse_softplus(capacitance, "capacitance")
+        raw_g = _inverse_softplus(conductance, "conductance")
+        self.coupling_kind = coupling if isinstance(coupling, str) else "module"
+        self.coupling = _make_coupling(
+            coupling,
+            self.in_features,
+            self.features,
+            kernel_size=kernel_size,
+            modes=modes,
+            ndim=ndim,
+            rngs=rngs,
         )
-    if module.coupling is None:  # follower: I = G x
-        return module.conductance * x
-    return module.coupling(x)
+        shape = cells + (self.features,)
+        self.raw_capacitance = nnx.Param(jnp.full(shape, raw_c))
+        self.raw_conductance = nnx.Param(jnp.full(shape, raw_g))
+
+    @property
+    def capacitance(self) -> jax.Array:
+        """``C``: ``(features,)`` for a cell, ``(K, features)`` for a block (row ``k``: cell ``k + 1``)."""
+        return _positive(self.raw_capacitance[...])
+
+    @property
+    def conductance(self) -> jax.Array:
+        """``G``, the shape of :attr:`capacitance`."""
+        return _positive(self.raw_conductance[...])
+
+    def current(self, x: jax.Array) -> jax.Array:
+        """The input current ``I(x)`` (of cell 1 in a block), shape ``(..., features)``."""
+        x = jnp.asarray(x)
+        if self.coupling_kind != "module" and (x.ndim < 1 or x.shape[-1] != self.in_features):
+            raise ValueError(
+                f"{type(self).__name__}: expected input (..., {self.in_features}) (channels last), "
+                f"got {x.shape}."
+            )
+        if self.coupling is None:  # follower: I = G x
+            return self.conductance * x
+        return self.coupling(x)
 
 
-def _check_features(in_features, features) -> tuple[int, int]:
-    return _int_param(in_features, "in_features"), _int_param(features, "features")
-
-
-class KirchhoffCell(nnx.Module):
+class KirchhoffCell(_KirchhoffBase):
     r"""One Kirchhoff neural cell: ``C dv/dt = -G v + I(x)``, advanced by one exact ZOH step.
 
     ``v_new = a v + (1 - a) I(x) / G`` with ``a = exp(-G dt / C)``, per channel
@@ -929,42 +933,23 @@ class KirchhoffCell(nnx.Module):
         ndim: int = 2,
         rngs: nnx.Rngs,
     ):
-        in_features, features = _check_features(in_features, features)
-        self.in_features = in_features
-        self.features = features
-        self.dt = _dt_param(dt)
-        raw_c = _inverse_softplus(capacitance, "capacitance")
-        raw_g = _inverse_softplus(conductance, "conductance")
-        self.coupling_kind = coupling if isinstance(coupling, str) else "module"
-        self.coupling = _make_coupling(
-            coupling,
+        self._setup(
             in_features,
             features,
+            coupling,
+            cells=(),
+            dt=dt,
+            capacitance=capacitance,
+            conductance=conductance,
             kernel_size=kernel_size,
             modes=modes,
             ndim=ndim,
             rngs=rngs,
         )
-        self.raw_capacitance = nnx.Param(jnp.full((features,), raw_c))
-        self.raw_conductance = nnx.Param(jnp.full((features,), raw_g))
-
-    @property
-    def capacitance(self) -> jax.Array:
-        """``C``, shape ``(features,)``."""
-        return _positive(self.raw_capacitance[...])
-
-    @property
-    def conductance(self) -> jax.Array:
-        """``G``, shape ``(features,)``."""
-        return _positive(self.raw_conductance[...])
 
     def coefficients(self) -> tuple[jax.Array, jax.Array]:
         """``(a, b)`` of :func:`zoh_coefficients` for the current parameters."""
         return zoh_coefficients(self.capacitance, self.conductance, self.dt)
-
-    def current(self, x: jax.Array) -> jax.Array:
-        """The input current ``I(x)``, shape ``(..., features)``."""
-        return _current(self, x, "KirchhoffCell")
 
     def __call__(self, x: jax.Array, v: jax.Array | None = None) -> jax.Array:
         """One step from state ``v`` (``None``: rest, zeros) driven by ``I(x)``; returns the new state."""
@@ -980,7 +965,7 @@ class KirchhoffCell(nnx.Module):
         return zoh_step(v, i, a.astype(i.dtype), b.astype(i.dtype))
 
 
-class KirchhoffBlock(nnx.Module):
+class KirchhoffBlock(_KirchhoffBase):
     r"""A cascade of ``K`` Kirchhoff cells in one block, with its intermediate states.
 
     Cell 1 is driven by the coupling's current ``I(x)``; cell ``k >= 2`` by
@@ -1045,51 +1030,30 @@ class KirchhoffBlock(nnx.Module):
         ndim: int = 2,
         rngs: nnx.Rngs,
     ):
-        order = _int_param(order, "order")
-        if not isinstance(combine, str) or combine not in _COMBINES:
-            raise ValueError(f"combine must be one of {_COMBINES}, got {combine!r}.")
-        if not isinstance(discretization, str) or discretization not in _DISCRETIZATIONS:
-            raise ValueError(
-                f"discretization must be one of {_DISCRETIZATIONS}, got {discretization!r}."
-            )
+        order = check_int_param(order, "order")
+        _check_choices(combine, discretization)
         if isinstance(coupling, str) and coupling == "follower":
             raise ValueError(
                 "KirchhoffBlock: the first cell needs an input coupling ('dense', 'conv', "
                 "'spectral' or a module); 'follower' is what cells 2..K use."
             )
-        in_features, features = _check_features(in_features, features)
         self.order = order
-        self.features = features
         self.combine = combine
         self.discretization = discretization
-        self.dt = _dt_param(dt)
-        raw_c = _inverse_softplus(capacitance, "capacitance")
-        raw_g = _inverse_softplus(conductance, "conductance")
-        self.coupling_kind = coupling if isinstance(coupling, str) else "module"
-        self.in_features = in_features
-        self.coupling = _make_coupling(
-            coupling,
+        self._setup(
             in_features,
             features,
+            coupling,
+            cells=(order,),
+            dt=dt,
+            capacitance=capacitance,
+            conductance=conductance,
             kernel_size=kernel_size,
             modes=modes,
             ndim=ndim,
             rngs=rngs,
         )
-        # row k holds cell k + 1 (one array per block: cheap to compile)
-        self.raw_capacitance = nnx.Param(jnp.full((order, features), raw_c))
-        self.raw_conductance = nnx.Param(jnp.full((order, features), raw_g))
         self.mix = nnx.Param(jnp.full((order, features), 1.0 / order)) if combine == "mix" else None
-
-    @property
-    def capacitance(self) -> jax.Array:
-        """``(K, features)`` capacitances (row ``k``: cell ``k + 1``)."""
-        return _positive(self.raw_capacitance[...])
-
-    @property
-    def conductance(self) -> jax.Array:
-        """``(K, features)`` conductances."""
-        return _positive(self.raw_conductance[...])
 
     @property
     def time_constants(self) -> jax.Array:
@@ -1101,10 +1065,6 @@ class KirchhoffBlock(nnx.Module):
         return cascade_coefficients(
             self.capacitance, self.conductance, self.dt, method=self.discretization
         )
-
-    def current(self, x: jax.Array) -> jax.Array:
-        """The input current ``I(x)`` of cell 1, shape ``(..., features)``."""
-        return _current(self, x, "KirchhoffBlock")
 
     def combine_states(self, states: jax.Array) -> jax.Array:
         """The block output from ``(K, *shape)`` states (``"mix"`` or ``"last"``)."""
@@ -1228,9 +1188,9 @@ class KINNBasicBlock(nnx.Module):
         dt: float = 1.0,
         rngs: nnx.Rngs,
     ):
-        in_planes = _int_param(in_planes, "in_planes")
-        planes = _int_param(planes, "planes")
-        stride = _int_param(stride, "stride")
+        in_planes = check_int_param(in_planes, "in_planes")
+        planes = check_int_param(planes, "planes")
+        stride = check_int_param(stride, "stride")
         self.kirchhoff = KirchhoffBlock(
             in_planes,
             planes,
@@ -1305,12 +1265,12 @@ class KINNResNet(nnx.Module):
             raise ValueError(f"num_blocks must be 4 positive integers, got {num_blocks!r}.")
         if len(num_blocks) != 4:
             raise ValueError(f"num_blocks must be 4 positive integers, got {tuple(num_blocks)}.")
-        num_blocks = tuple(_int_param(n, f"num_blocks[{i}]") for i, n in enumerate(num_blocks))
-        num_classes = _int_param(num_classes, "num_classes")
-        in_channels = _int_param(in_channels, "in_channels")
-        width = _int_param(width, "width")
+        num_blocks = tuple(check_int_param(n, f"num_blocks[{i}]") for i, n in enumerate(num_blocks))
+        num_classes = check_int_param(num_classes, "num_classes")
+        in_channels = check_int_param(in_channels, "in_channels")
+        width = check_int_param(width, "width")
         self.in_channels = in_channels
-        self.carry_state = _bool_param(carry_state, "carry_state")
+        self.carry_state = check_flag(carry_state, "carry_state")
         self.conv1 = _conv(in_channels, width, 3, 1, rngs)
         self.bn1 = _batch_norm(width, rngs)
         in_planes = width
@@ -1382,7 +1342,7 @@ def kinn_resnet18(
 # --------------------------------------------------------------------------- FNO
 
 
-class FNOKINN(nnx.Module):
+class FNOKINN(_GridOperator):
     """An FNO whose Fourier layers are KINN blocks with spectral coupling.
 
     As :class:`kinetix.nn.FNO` (lift of ``[u, grid]`` to ``width`` channels,
@@ -1421,6 +1381,8 @@ class FNOKINN(nnx.Module):
       (2, 16, 16)
     """
 
+    label = "FNOKINN"
+
     def __init__(
         self,
         ndim: int,
@@ -1440,61 +1402,44 @@ class FNOKINN(nnx.Module):
         inner_steps: int = 1,
         rngs: nnx.Rngs,
     ):
-        ndim = _int_param(ndim, "ndim")
+        ndim = check_int_param(ndim, "ndim")
         modes = _spatial_tuple(modes, ndim, "modes")
         if len(modes) != ndim:
             raise ValueError(f"modes must have {ndim} entries, got {modes}.")
-        width = _int_param(width, "width")
-        depth = _int_param(depth, "depth")
-        in_channels = _int_param(in_channels, "in_channels")
-        out_channels = _int_param(out_channels, "out_channels")
-        proj_width = _int_param(proj_width, "proj_width")
-        inner_steps = _int_param(inner_steps, "inner_steps")
+        width = check_int_param(width, "width")
+        depth = check_int_param(depth, "depth")
+        in_channels = check_int_param(in_channels, "in_channels")
+        out_channels = check_int_param(out_channels, "out_channels")
+        proj_width = check_int_param(proj_width, "proj_width")
+        inner_steps = check_int_param(inner_steps, "inner_steps")
         if not isinstance(activation, str) or activation not in _ACTIVATIONS:
             raise ValueError(
                 f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}."
             )
-        carry_state = _bool_param(carry_state, "carry_state")
+        carry_state = check_flag(carry_state, "carry_state")
         # the options of every layer, checked once here (before any parameter is created)
-        _int_param(order, "order")
+        check_int_param(order, "order")
         _dt_param(dt)
-        if not isinstance(combine, str) or combine not in _COMBINES:
-            raise ValueError(f"combine must be one of {_COMBINES}, got {combine!r}.")
-        if not isinstance(discretization, str) or discretization not in _DISCRETIZATIONS:
-            raise ValueError(
-                f"discretization must be one of {_DISCRETIZATIONS}, got {discretization!r}."
-            )
-        self.ndim = ndim
+        _check_choices(combine, discretization)
         self.modes = modes
-        self.width = width
-        self.in_channels = in_channels
-        self.out_channels = out_channels
         self.activation = activation
         self.carry_state = carry_state
         self.inner_steps = inner_steps
-        self.lift = _Linear(in_channels + ndim, width, rngs=rngs)
-        self.layers = nnx.List(
-            [
-                KirchhoffBlock(
-                    width,
-                    width,
-                    order=order,
-                    coupling=SpectralCoupling(width, width, modes, rngs=rngs),
-                    combine=combine,
-                    discretization=discretization,
-                    dt=dt,
-                    rngs=rngs,
-                )
-                for _ in range(depth)
-            ]
-        )
-        self.proj1 = _Linear(width, proj_width, rngs=rngs)
-        self.proj2 = _Linear(proj_width, out_channels, rngs=rngs)
 
-    def grid(self, spatial: Sequence[int], dtype=jnp.float32) -> jax.Array:
-        """Coordinates ``(x_j = j / N, ...)`` of a grid, shape ``(*spatial, ndim)``."""
-        axes = [jnp.arange(n, dtype=dtype) / n for n in spatial]
-        return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1)
+        def layer() -> KirchhoffBlock:
+            coupling = SpectralCoupling(width, width, modes, rngs=rngs)
+            return KirchhoffBlock(
+                width,
+                width,
+                order=order,
+                coupling=coupling,
+                combine=combine,
+                discretization=discretization,
+                dt=dt,
+                rngs=rngs,
+            )
+
+        self.build_io(ndim, width, in_channels, out_channels, proj_width, depth, layer, rngs=rngs)
 
     def time_constants(self) -> jax.Array:
         """``(depth, order, width)`` time constants ``tau = C / G`` of every layer's cells."""
@@ -1503,23 +1448,7 @@ class FNOKINN(nnx.Module):
     def __call__(self, u: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """The output field; ``rngs`` is accepted for interface parity with FNO (unused)."""
         del rngs  # deterministic model
-        u = jnp.asarray(u)
-        squeeze = u.ndim == self.ndim + 1
-        if squeeze:
-            if self.in_channels != 1:
-                raise ValueError(
-                    f"FNOKINN: input {u.shape} has no channel axis but in_channels={self.in_channels}."
-                )
-            u = u[..., None]
-        if u.ndim != self.ndim + 2 or u.shape[-1] != self.in_channels:
-            raise ValueError(
-                f"FNOKINN({self.ndim}-D): expected input (B, *{self.ndim} spatial) or "
-                f"(B, *spatial, {self.in_channels}), got {u.shape}."
-            )
-        spatial = u.shape[1:-1]
-        grid = jnp.broadcast_to(self.grid(spatial, u.dtype), u.shape[:1] + spatial + (self.ndim,))
-        h = self.lift(jnp.concatenate([u, grid], axis=-1))
-        act = _ACTIVATIONS[self.activation]
+        h, squeeze = self.lift_input(u)
         coefs = shared_coefficients(self.layers)
         states = None
         for i, (layer, coef) in enumerate(zip(self.layers, coefs, strict=True)):
@@ -1527,10 +1456,9 @@ class FNOKINN(nnx.Module):
                 states = None
             y, states = layer(h, states, coefficients=coef)
             for _ in range(self.inner_steps - 1):
-                y, states = layer(act(y), states, coefficients=coef)
-            h = act(y) if i < len(self.layers) - 1 else y
-        out = self.proj2(act(self.proj1(h)))
-        return out[..., 0] if squeeze and self.out_channels == 1 else out
+                y, states = layer(self.act(y), states, coefficients=coef)
+            h = self.act(y) if i < len(self.layers) - 1 else y
+        return self.project(h, squeeze)
 
 
 class FNOKINN1d(FNOKINN):
