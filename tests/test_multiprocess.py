@@ -27,7 +27,7 @@ import pytest
 
 from tests.test_train_classify import BASE, ROOT, replay_matches
 from tests.test_train_text import TINY
-from train import classify, loop, text
+from train import classify, loop, pde, text
 
 CLASSIFY_ARGS = [*BASE, "--epochs", "1", "--keep", "10"]
 TEXT_ARGS = [*TINY, "--ko", "hard", "--coll-coef", "0.5", "--ckpt-every", "1", "--keep", "10"]
@@ -137,6 +137,36 @@ def test_text_two_processes_match_one_process(tmp_path):
     args = [*TEXT_ARGS, "--out", out, "--ckpt-dir", out + "/ckpt", "--stop-after-steps", "2"]
     _ok(launch("train.text", args))
     replay_matches(out, 2, TEXT_ARGS, [], main=text.main)
+
+
+def test_pde_two_processes_match_one_process(tmp_path):
+    """train.pde on the shared loop: 2 processes x 4 devices = the 1-process 8-device run.
+
+    Same tolerance as the 8-vs-1-device test of tests/test_train_pde.py; the
+    loop checks the replicas bitwise across both processes; only process 0
+    writes the reports (and draws the predictions from its local copy).
+    """
+    args = [
+        "--equation", "burgers", "--model", "fno_kinetic", "--resolution", "64", "--epochs", "1",
+        "--ntrain", "16", "--ntest", "4", "--batch-size", "8", "--no-progress",
+        "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    out = str(tmp_path / "mp")
+    _ok(launch("train.pde", [*args, "--out", out, "--ckpt-dir", out + "/ckpt"]))
+    with open(os.path.join(out, "seed_0", "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["processes"] == 2 and summary["devices"] == 8 and summary["steps"] == 2
+    assert summary["replicas_checked"] > 0
+    assert os.path.getsize(os.path.join(out, "seed_0", "predictions.png")) > 1000
+    ref = str(tmp_path / "one")
+    pde.main([*args, "--out", ref, "--ckpt-dir", ref + "/ckpt"])
+    _, a = loop.read_checkpoint(out + "/ckpt/seed_0")
+    _, b = loop.read_checkpoint(ref + "/ckpt/seed_0")
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if x.dtype.kind in "iub":
+            np.testing.assert_array_equal(x, y)
+        else:
+            np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5)
 
 
 def _wait_for_checkpoint(out: str, procs, limit: float = 300) -> None:

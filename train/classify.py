@@ -208,11 +208,14 @@ def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dic
         ko_mask=cfg["ko_mask"],
         ko_key=cfg["seed"],
     )
-    apply = make_apply(data.mean, data.std, cfg["crop_pad"], cfg["flip"])
+    task = loop.classification_task(
+        make_apply(data.mean, data.std, cfg["crop_pad"], cfg["flip"]),
+        classifier_kernel=lambda model: model.classifier.kernel[...],
+    )
     prog, params, rest = loop.build_program(
         model,
         tx,
-        apply,
+        task,
         mesh=mesh,
         parallel=cfg["parallel"],
         cache_key=(__name__, loop.program_key(cfg, RESUME_KEYS)),
@@ -238,7 +241,6 @@ def run(cfg: dict[str, Any], *, progress: bool = True, command: str = "") -> dic
         epoch_permutation=lambda n, seed, epoch: image_data.epoch_permutation(
             n, seed=seed, epoch=epoch
         ),
-        classifier_kernel=lambda params: params["classifier"]["kernel"][...],
         progress=progress,
     )
     return summary

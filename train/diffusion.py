@@ -76,6 +76,7 @@ from tqdm.auto import tqdm
 import kinetix
 from kinetix import diffusion
 from kinetix.nn.diffusion import DiffusionLayer
+from train import report
 
 DATASETS = ("moons", "digits")
 METHODS = ("none", "diffresnet", "coin")
@@ -223,12 +224,6 @@ def train_and_predict(
 # ------------------------------------------------------------------ experiment
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
-    v = np.asarray(values, np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
-
-
 def settings_for(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The (dataset, method, normalization, gamma, steps) rows to run."""
     rows = []
@@ -340,7 +335,7 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
             None,
         )
         delta = (
-            mean_std(np.asarray(accs) - np.asarray(per_seed[base]["acc"]))
+            report.mean_std_dict(np.asarray(accs) - np.asarray(per_seed[base]["acc"]))
             if base is not None and base != i
             else None
         )
@@ -348,10 +343,12 @@ def run(args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
         results.append(
             s
             | {
-                "accuracy": mean_std(accs) | {"values": accs},
+                "accuracy": report.mean_std_dict(accs) | {"values": accs},
                 "delta_vs_none": delta,
-                "lambda_max": mean_std(lams) if lams else None,
-                "gamma_lambda_max": (mean_std([s["gamma"] * v for v in lams]) if lams else None),
+                "lambda_max": report.mean_std_dict(lams) if lams else None,
+                "gamma_lambda_max": (
+                    report.mean_std_dict([s["gamma"] * v for v in lams]) if lams else None
+                ),
             }
         )
     return {"results": results, "predictions": predictions, "moons_seed0": moons_seed0}

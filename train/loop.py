@@ -55,7 +55,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -424,9 +424,10 @@ class TrainState(NamedTuple):
       opt_state: the optimizer state (with KO's key and count).
       key: raw ``uint32`` key data of the run's root key; step ``s`` uses
         ``fold_in(key, s)``.
-      sums: running ``[loss sum, correct, examples, steps, *rates]`` of the
-        current epoch; ``rates`` are the per-step collision rates of the
-        program's :attr:`Program.rate_names` (KO leaves, kinetic blocks).
+      sums: running ``[*term sums, examples, steps, *rates]`` of the current
+        epoch: one sum per :attr:`Task.names` (classification: loss,
+        correct), then the per-step collision rates of the program's
+        :attr:`Program.rate_names` (KO leaves, kinetic blocks).
     """
 
     step: jax.Array
@@ -442,6 +443,78 @@ _PROGRAMS: dict[Any, Program] = {}
 ApplyFn = Callable[[nnx.Module, Any, jax.Array, bool], jax.Array]
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What a training script supplies to the shared loop: its model call and its metrics.
+
+    The loop owns everything else (data order, keys, sharding, checkpoints,
+    logging). Per-example ``terms`` are summed over each batch (in the
+    optimizer step and in evaluation, padded rows weighted 0) and divided by
+    the example count at the end of an epoch, so a metric is an example mean
+    on 1 or many devices and processes.
+
+    Attributes:
+      apply: ``(model, inputs, key, train) -> outputs``; ``key`` is the step key
+        (``None`` in evaluation), to split into augmentation/collision keys.
+      terms: ``(outputs, targets) -> (batch, K)`` per-example ``float32`` terms;
+        the loss minimised is the batch mean of column 0.
+      names: the ``K`` metric names; rows log ``train_<name>``/``test_<name>``.
+      best: ``(name, "max" | "min")``: the summary's ``best_test_<name>``.
+      log_scale: names plotted on a log axis.
+      epoch_metrics: ``model -> dict`` of extra scalars (or lists) logged each
+        epoch and in the summary, from the eval-mode model on the host
+        (classifier neuron similarity, channel condensation).
+      curve_keys: keys of ``epoch_metrics`` plotted in one panel of ``curves.png``.
+      curve_title: that panel's title.
+
+    Example::
+
+        task = loop.classification_task(apply, lambda m: m.classifier.kernel[...])
+    """
+
+    apply: ApplyFn
+    terms: Callable[[jax.Array, jax.Array], jax.Array]
+    names: tuple[str, ...]
+    best: tuple[str, str]
+    log_scale: tuple[str, ...] = ()
+    epoch_metrics: Callable[[nnx.Module], dict[str, Any]] | None = None
+    curve_keys: tuple[str, ...] = ()
+    curve_title: str = ""
+
+
+def _classification_terms(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    logits = logits.astype(jnp.float32)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return jnp.stack([losses, correct], axis=-1)
+
+
+def classification_task(
+    apply: ApplyFn, classifier_kernel: Callable[[nnx.Module], jax.Array] | None = None
+) -> Task:
+    """Cross-entropy and accuracy; with ``classifier_kernel`` also the classifier's
+    neuron similarity (mean and max ``|cos|`` between its output neurons)."""
+
+    def similarity(model: nnx.Module) -> dict[str, Any]:
+        sim = kinetix.metrics.neuron_similarity(classifier_kernel(model), axis=-1)
+        return {
+            "neuron_similarity_mean": float(sim.mean_abs_cos),
+            "neuron_similarity_max": float(sim.max_abs_cos),
+        }
+
+    return Task(
+        apply=apply,
+        terms=_classification_terms,
+        names=("loss", "accuracy"),
+        best=("accuracy", "max"),
+        epoch_metrics=similarity if classifier_kernel is not None else None,
+        curve_keys=("neuron_similarity_mean", "neuron_similarity_max")
+        if classifier_kernel is not None
+        else (),
+        curve_title="classifier neuron similarity (|cos|)",
+    )
+
+
 @dataclasses.dataclass
 class Program:
     """The compiled pieces of one training configuration."""
@@ -449,7 +522,7 @@ class Program:
     graphdef_train: Any
     graphdef_eval: Any
     tx: optax.GradientTransformation
-    apply: ApplyFn
+    task: Task
     mesh: Mesh
     parallel: str
     train_step: Callable
@@ -561,13 +634,11 @@ def _set_batchnorm_axis(model: nnx.Module, axis_name: str | None) -> None:
             node.axis_name = axis_name
 
 
-def _loss(graphdef, apply: ApplyFn, params, rest, inputs, labels, key) -> tuple[jax.Array, tuple]:
+def _loss(graphdef, task: Task, params, rest, inputs, targets, key) -> tuple[jax.Array, tuple]:
     model = nnx.merge(graphdef, params, rest, copy=True)
-    logits = apply(model, inputs, key, True)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    terms = task.terms(task.apply(model, inputs, key, True), targets)
     new_rest = nnx.split(model, nnx.Param, ...)[2]
-    correct = jnp.sum(jnp.argmax(logits, -1) == labels)
-    return jnp.mean(losses), (jnp.sum(losses), correct, new_rest)
+    return jnp.mean(terms[:, 0]), (jnp.sum(terms, axis=0), new_rest)
 
 
 def program_key(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple:
@@ -579,7 +650,7 @@ def program_key(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple:
 def build_program(
     model: nnx.Module,
     tx: optax.GradientTransformation,
-    apply: ApplyFn,
+    task: Task | ApplyFn,
     *,
     mesh: Mesh,
     parallel: str = "jit",
@@ -587,10 +658,14 @@ def build_program(
 ) -> tuple[Program, Any, Any]:
     """Jitted train/eval steps for ``model``; returns ``(program, params, rest)``.
 
-    With a hashable ``cache_key`` (which must determine the model, the
-    optimizer and the mesh), a later call in the same process reuses the
-    program and so its compiled code (seed sweeps, tests).
+    ``task`` says what the model computes and what to measure (a bare
+    ``apply`` function means :func:`classification_task`). With a hashable
+    ``cache_key`` (which must determine the model, the task, the optimizer and
+    the mesh), a later call in the same process reuses the program and so its
+    compiled code (seed sweeps, tests).
     """
+    if not isinstance(task, Task):
+        task = classification_task(task)
     if parallel not in ("jit", "pmap"):
         raise ValueError(f"--parallel must be 'jit' or 'pmap', got {parallel!r}.")
     if cache_key is not None and cache_key in _PROGRAMS:
@@ -608,35 +683,35 @@ def build_program(
         graphdef_eval = split_model(model)[1]
     rate_names = watched_rates(model, params, tx)
 
-    def step_fn(state: TrainState, inputs, labels, axis: str | None):
+    def step_fn(state: TrainState, inputs, targets, axis: str | None):
         key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
         if axis is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(axis))
         grad_fn = jax.value_and_grad(
-            lambda p: _loss(graphdef_train, apply, p, state.rest, inputs, labels, key),
+            lambda p: _loss(graphdef_train, task, p, state.rest, inputs, targets, key),
             has_aux=True,
         )
-        (_, (loss_sum, correct, new_rest)), grads = grad_fn(state.params)
-        count = jnp.asarray(labels.shape[0], jnp.float32)
+        (_, (term_sums, new_rest)), grads = grad_fn(state.params)
+        count = jnp.asarray(targets.shape[0], jnp.float32)
         if axis is not None:
             grads = jax.lax.pmean(grads, axis)
             new_rest = jax.tree.map(lambda x: jax.lax.pmean(x, axis), new_rest)
-            loss_sum, correct, count = (jax.lax.psum(v, axis) for v in (loss_sum, correct, count))
+            term_sums, count = (jax.lax.psum(v, axis) for v in (term_sums, count))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         found = dict(rate_leaves(opt_state, new_rest))
         rates = [jnp.asarray(found[n], jnp.float32).reshape(()) for n in rate_names]
         one = jnp.ones((), jnp.float32)
-        batch = jnp.stack([loss_sum, correct.astype(jnp.float32), count, one, *rates])
+        batch = jnp.concatenate([term_sums.astype(jnp.float32), jnp.stack([count, one, *rates])])
         new = TrainState(state.step + 1, params, new_rest, opt_state, state.key, state.sums + batch)
         return new, batch
 
-    def eval_fn(params, rest, inputs, labels, weights):
+    def eval_fn(params, rest, inputs, targets, weights):
         model = nnx.merge(graphdef_eval, params, rest, copy=True)
-        logits = apply(model, inputs, None, False)
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return jnp.stack([jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)])
+        terms = task.terms(task.apply(model, inputs, None, False), targets)
+        # padded rows (weight 0) may give NaN terms (a relative error of zeros): drop, not multiply
+        terms = jnp.where(weights[:, None] > 0, terms, 0.0)
+        return jnp.concatenate([weights @ terms, jnp.sum(weights)[None]])
 
     repl = NamedSharding(mesh, P())
     data = NamedSharding(mesh, P("data"))
@@ -656,7 +731,7 @@ def build_program(
         )
     eval_step = jax.jit(eval_fn, in_shardings=(repl, repl, data, data, data), out_shardings=repl)
     prog = Program(
-        graphdef_train, graphdef_eval, tx, apply, mesh, parallel, train_step, eval_step, rate_names
+        graphdef_train, graphdef_eval, tx, task, mesh, parallel, train_step, eval_step, rate_names
     )
     if cache_key is not None:
         _PROGRAMS[cache_key] = prog
@@ -672,7 +747,7 @@ def init_state(prog: Program, params, rest, seed: int) -> TrainState:
         rest=rest,
         opt_state=prog.tx.init(params),
         key=key,
-        sums=jnp.zeros((4 + len(prog.rate_names),), jnp.float32),
+        sums=jnp.zeros((len(prog.task.names) + 2 + len(prog.rate_names),), jnp.float32),
     )
     return put_replicated(state, prog.mesh)
 
@@ -1208,8 +1283,19 @@ def warn_inert(epoch_rates: dict[str, float], epoch: int, warned: set[str]) -> l
     return inert
 
 
-def plot_curves(rows: list[dict[str, Any]], path: str, title: str) -> None:
-    """``curves.png``: loss, accuracy, classifier neuron similarity, KO collision rate."""
+def plot_curves(
+    rows: list[dict[str, Any]],
+    path: str,
+    title: str,
+    task: Task | None = None,
+    extra_tests: Sequence[str] = (),
+) -> None:
+    """``curves.png``: one panel per task metric (train and test), the task's curve
+    panel (e.g. classifier neuron similarity) and the collision rates per epoch.
+
+    Markers on every point, so runs of 1-2 epochs are visible; metrics listed in
+    ``task.log_scale`` (and collision rates) on log axes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1217,32 +1303,42 @@ def plot_curves(rows: list[dict[str, Any]], path: str, title: str) -> None:
 
     if not rows:
         return
+    task = task or classification_task(lambda *a: None)
     ep = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    axes[0].plot(ep, [r["train_loss"] for r in rows], marker="o", label="train")
-    axes[0].plot(ep, [r["test_loss"] for r in rows], marker="o", label="test")
-    axes[0].set_title("loss")
-    axes[1].plot(ep, [r["train_accuracy"] for r in rows], marker="o", label="train")
-    axes[1].plot(ep, [r["test_accuracy"] for r in rows], marker="o", label="test")
-    axes[1].set_title("accuracy")
-    axes[2].plot(ep, [r["neuron_similarity_mean"] for r in rows], label="mean |cos|")
-    axes[2].plot(ep, [r["neuron_similarity_max"] for r in rows], label="max |cos|")
-    axes[2].set_title("classifier neuron similarity")
+
+    def series(key):
+        return [np.nan if r.get(key) is None else r[key] for r in rows]
+
+    panels = len(task.names) + bool(task.curve_keys) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.4))
+    for ax, name in zip(axes, task.names, strict=False):
+        ax.plot(ep, series(f"train_{name}"), marker="o", label="train")
+        for suffix in ["", *(f"_{x}" for x in extra_tests)]:
+            label = "test" + (f" {suffix[1:]}" if suffix else "")
+            ax.plot(ep, series(f"test_{name}{suffix}"), marker="o", label=label)
+        if name in task.log_scale:
+            ax.set_yscale("log")
+        ax.set_title(name.replace("_", " "))
+    if task.curve_keys:
+        ax = axes[len(task.names)]
+        for key in task.curve_keys:
+            ax.plot(ep, series(key), marker=".", label=key)
+        ax.set_title(task.curve_title)
+    ax = axes[-1]
     for key, label in (("collision_rate", "KO"), ("kinetic_collision_rate", "kinetic blocks")):
-        rates = [r.get(key) for r in rows]
-        if any(v is not None for v in rates):
-            axes[3].plot(ep, [np.nan if v is None else v for v in rates], marker="o", label=label)
+        if any(r.get(key) is not None for r in rows):
+            ax.plot(ep, series(key), marker="o", label=label)
     if any(
         v and v > 0
         for r in rows
         for v in (r.get("collision_rate"), r.get("kinetic_collision_rate"))
     ):
-        axes[3].set_yscale("log")
-    axes[3].set_title("collision rate (epoch mean, fraction of pairs)")
+        ax.set_yscale("log")
+    ax.set_title("collision rate (epoch mean, fraction of pairs)")
     for ax in axes:
         ax.set_xlabel("epoch")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -1259,12 +1355,28 @@ def format_table(rows: list[tuple[str, str]]) -> str:
 
 @dataclasses.dataclass
 class Data:
-    """In-memory arrays for one task (inputs may be images or token ids)."""
+    """In-memory arrays for one task (inputs: images, token ids or fields; targets: labels or fields).
+
+    ``extra_tests`` maps a suffix to another test set, logged as
+    ``test_<name>_<suffix>`` (e.g. ``{"64": (x, y)}``: heat at 64x64).
+    """
 
     train_x: np.ndarray
     train_y: np.ndarray
     test_x: np.ndarray
     test_y: np.ndarray
+    extra_tests: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+
+def _local_copy(x: Any) -> Any:
+    """A replicated global array as one local device's full copy (other leaves unchanged)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_shards[0].data
+    return x
+
+
+# row entries that describe one epoch only (the summary takes the last row's other entries)
+_ROW_ONLY = ("epoch", "step", "learning_rate", "data_wait_seconds", "train_seconds")
 
 
 def run_training(
@@ -1277,21 +1389,25 @@ def run_training(
     out: str,
     title: str,
     epoch_permutation: Callable[[int, int, int], np.ndarray],
-    classifier_kernel: Callable[[Any], jax.Array],
     progress: bool = True,
+    final_hook: Callable[[nnx.Module], dict[str, Any]] | None = None,
+    classifier_kernel: Callable[[Any], jax.Array] | None = None,
 ) -> dict[str, Any]:
     """Trains for ``cfg["epochs"]``; writes metrics, checkpoints, plots, summary; returns the summary.
 
     ``cfg`` keys used: ``seed, epochs, batch_size, eval_batch_size, ckpt_dir,
-    ckpt_every, keep, resume, stop_after_steps``. ``stop_after_steps`` (a test
-    and debugging aid) behaves like a SIGTERM after that many steps of this
-    process.
+    ckpt_every, keep, resume, stop_after_steps`` and optionally ``eval_every``
+    (evaluate every N epochs and at the last; other rows log ``None``).
+    ``stop_after_steps`` (a test and debugging aid) behaves like a SIGTERM
+    after that many steps of this process. ``final_hook(model)`` (process 0,
+    eval-mode model with the final parameters) may write extra outputs and
+    returns entries added to the summary.
     """
     os.makedirs(out, exist_ok=True)
     n_train = len(data.train_y)
     bs = cfg["batch_size"]
-    ndev = prog.mesh.devices.size
-    if bs % (ndev * jax.process_count()):
+    ndev = prog.mesh.devices.size  # every device of every process
+    if bs % ndev:
         raise ValueError(
             f"--batch-size {bs} must be divisible by the number of devices ({ndev}); "
             f"use e.g. --batch-size {max(ndev, bs // ndev * ndev)} or --devices 1."
@@ -1350,6 +1466,24 @@ def run_training(
     train_seconds = rows[-1]["train_seconds"] if rows else 0.0
     data_wait = sum(r.get("data_wait_seconds", 0.0) for r in rows)
     warned: set[str] = set()  # layers already reported as inert
+    task = prog.task
+
+    def kernel_of(model: nnx.Module) -> jax.Array:
+        return classifier_kernel(nnx.state(model, nnx.Param))
+
+    if classifier_kernel is not None:  # the pre-Task call of train.text: params -> kernel
+        task = dataclasses.replace(
+            task,
+            **{
+                f.name: getattr(classification_task(task.apply, kernel_of), f.name)
+                for f in dataclasses.fields(Task)
+                if f.name in ("epoch_metrics", "curve_keys", "curve_title")
+            },
+        )
+    names, k = task.names, len(task.names)
+    suffixes = [""] + [f"_{x}" for x in data.extra_tests]
+    test_keys = [f"test_{n}{x}" for x in suffixes for n in names]
+    eval_every = int(cfg.get("eval_every") or 1)
 
     local = _local_rows(bs)
 
@@ -1396,12 +1530,8 @@ def run_training(
                         b = np.asarray(last[0] if prog.parallel == "pmap" else last)
                         elapsed = max(time.perf_counter() - t0, 1e-9)
                         done = step - first
-                        bar.set_postfix(
-                            loss=f"{b[0] / b[2]:.3f}",
-                            acc=f"{b[1] / b[2]:.3f}",
-                            ex_s=f"{done * bs / elapsed:.0f}",
-                            refresh=False,
-                        )
+                        shown = {n[:4]: f"{b[i] / b[k]:.3g}" for i, n in enumerate(names)}
+                        bar.set_postfix(**shown, ex_s=f"{done * bs / elapsed:.0f}", refresh=False)
                         bar.update(step - bar.n)
                     due = bool(cfg.get("ckpt_every")) and step % cfg["ckpt_every"] == 0
                     # an epoch's last step is saved after its evaluation (below), so that a
@@ -1425,40 +1555,45 @@ def run_training(
             # ---- end of epoch: evaluate and log
             hs = host_state(state)
             sums = np.asarray(hs.sums)
-            test = evaluate(prog, hs.params, hs.rest, data, cfg["eval_batch_size"])
-            sim = kinetix.metrics.neuron_similarity(classifier_kernel(hs.params), axis=-1)
+            do_eval = (epoch + 1) % eval_every == 0 or epoch + 1 == cfg["epochs"]
+            if do_eval:
+                test = evaluate(prog, hs.params, hs.rest, data, cfg["eval_batch_size"])
+            else:
+                test = dict.fromkeys(test_keys)
             epoch_rates = {
-                n: float(r / max(sums[3], 1.0))
-                for n, r in zip(prog.rate_names, sums[4:], strict=True)
+                n: float(r / max(sums[k + 1], 1.0))
+                for n, r in zip(prog.rate_names, sums[k + 2 :], strict=True)
             }
             ko_rates = [v for n, v in epoch_rates.items() if n.startswith("ko/")]
             kin_rates = [v for n, v in epoch_rates.items() if n.startswith("kinetic/")]
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "train_loss": float(sums[0] / sums[2]),
-                "train_accuracy": float(sums[1] / sums[2]),
-                "test_loss": test["loss"],
-                "test_accuracy": test["accuracy"],
-                "neuron_similarity_mean": float(sim.mean_abs_cos),
-                "neuron_similarity_max": float(sim.max_abs_cos),
-                "collision_rate": float(np.mean(ko_rates)) if ko_rates else None,
-                "kinetic_collision_rate": float(np.mean(kin_rates)) if kin_rates else None,
-                "collision_rates": epoch_rates,
-                "learning_rate": float(cfg["schedule"](step)),
-                "train_seconds": train_seconds,
-                "data_wait_seconds": feed.wait_s,
-            }
+            row = {"epoch": epoch + 1, "step": step}
+            row.update({f"train_{n}": float(sums[i] / sums[k]) for i, n in enumerate(names)})
+            row.update(test)
+            if task.epoch_metrics is not None:
+                row.update(task.epoch_metrics(nnx.merge(prog.graphdef_eval, hs.params, hs.rest)))
+            row.update(
+                {
+                    "collision_rate": float(np.mean(ko_rates)) if ko_rates else None,
+                    "kinetic_collision_rate": float(np.mean(kin_rates)) if kin_rates else None,
+                    "collision_rates": epoch_rates,
+                    "learning_rate": float(cfg["schedule"](step)),
+                    "train_seconds": train_seconds,
+                    "data_wait_seconds": feed.wait_s,
+                }
+            )
             rows.append(row)
             if jax.process_index() == 0:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 warn_inert(epoch_rates, epoch + 1, warned)
             if bar is not None:
+                train_part = " ".join(f"{n} {row[f'train_{n}']:.4f}" for n in names)
+                test_part = " ".join(
+                    f"{key[5:]} {row[key]:.4f}" for key in test_keys if row[key] is not None
+                )
                 bar.write(
-                    f"epoch {epoch + 1}/{cfg['epochs']}: train loss {row['train_loss']:.4f} "
-                    f"acc {row['train_accuracy']:.4f} | test loss {row['test_loss']:.4f} "
-                    f"acc {row['test_accuracy']:.4f}"
+                    f"epoch {epoch + 1}/{cfg['epochs']}: train {train_part}"
+                    + (f" | test {test_part}" if test_part else "")
                 )
             zero = np.zeros(hs.sums.shape, hs.sums.dtype)
             if prog.parallel == "pmap":
@@ -1496,21 +1631,32 @@ def run_training(
         "processes": jax.process_count(),
         "replicas_checked": replicas_checked,
         "resumed_from_step": resumed_from,
-        "test_accuracy": rows[-1]["test_accuracy"] if rows else None,
-        "best_test_accuracy": max(r["test_accuracy"] for r in rows) if rows else None,
-        "test_loss": rows[-1]["test_loss"] if rows else None,
-        "neuron_similarity_mean": rows[-1]["neuron_similarity_mean"] if rows else None,
-        "neuron_similarity_max": rows[-1]["neuron_similarity_max"] if rows else None,
-        "collision_rate": rows[-1]["collision_rate"] if rows else None,
-        "kinetic_collision_rate": rows[-1]["kinetic_collision_rate"] if rows else None,
-        "train_seconds": train_seconds,
-        "data_wait_fraction": data_wait / train_seconds if train_seconds > 0 else None,
-        "examples_per_second": (steps_this_run * bs / wall) if wall > 0 else None,
-        "versions": versions(),
     }
+    last = rows[-1] if rows else {}
+    for key in test_keys:
+        summary[key] = last.get(key)
+    best_name, best_mode = task.best
+    seen = [r[f"test_{best_name}"] for r in rows if r.get(f"test_{best_name}") is not None]
+    summary[f"best_test_{best_name}"] = (max if best_mode == "max" else min)(seen) if seen else None
+    for key in last:
+        if key not in summary and key not in _ROW_ONLY:
+            summary[key] = last[key]
+    summary.update(
+        {
+            "train_seconds": train_seconds,
+            "data_wait_fraction": data_wait / train_seconds if train_seconds > 0 else None,
+            "examples_per_second": (steps_this_run * bs / wall) if wall > 0 else None,
+            "versions": versions(),
+        }
+    )
+    if final_hook is not None and jax.process_index() == 0:
+        # process 0 alone: computing on arrays that span other processes' devices would wait
+        # for them, so the hook gets this process's copy of the (replicated) state
+        local = jax.tree.map(_local_copy, (final.params, final.rest))
+        summary.update(final_hook(nnx.merge(prog.graphdef_eval, *local)))
     if jax.process_index() == 0:
         write_json(os.path.join(out, "summary.json"), summary)
-        plot_curves(rows, os.path.join(out, "curves.png"), title)
+        plot_curves(rows, os.path.join(out, "curves.png"), title, task, list(data.extra_tests))
     barrier("kinetix-train-end", timeout)
     if status == "preempted":
         if stop.signal is not None:
@@ -1525,26 +1671,37 @@ def run_training(
 
 
 def evaluate(prog: Program, params, rest, data: Data, batch_size: int) -> dict[str, float]:
-    """Test loss and accuracy over the whole test set (the last batch is padded, weight 0)."""
+    """``test_<name>`` (and ``test_<name>_<suffix>`` of the extra test sets): example means
+    of the task's terms over each whole test set (the last batch is padded, weight 0)."""
+    out = {}
+    sets = {"": (data.test_x, data.test_y)}
+    sets.update({f"_{k}": v for k, v in data.extra_tests.items()})
+    for suffix, (xs, ys) in sets.items():
+        means = _evaluate_set(prog, params, rest, xs, ys, batch_size)
+        out.update({f"test_{n}{suffix}": m for n, m in zip(prog.task.names, means, strict=True)})
+    return out
+
+
+def _evaluate_set(prog: Program, params, rest, xs, ys, batch_size: int) -> list[float]:
     ndev = prog.mesh.devices.size
     bs = max(ndev, batch_size // ndev * ndev)
-    n = len(data.test_y)
-    totals = np.zeros(3)
+    n = len(ys)
+    totals = np.zeros(len(prog.task.names) + 1)
     for i in range(0, n, bs):
-        x = data.test_x[i : i + bs]
-        y = data.test_y[i : i + bs]
+        x = xs[i : i + bs]
+        y = ys[i : i + bs]
         w = np.ones(len(y), np.float32)
         pad = bs - len(y)
         if pad:
             x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-            y = np.concatenate([y, np.zeros((pad,), y.dtype)])
+            y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
             w = np.concatenate([w, np.zeros((pad,), np.float32)])
         sh = NamedSharding(prog.mesh, P("data"))
         rows = _local_rows(bs)
         arrays = (jax.make_array_from_process_local_data(sh, a[rows]) for a in (x, y, w))
         out = prog.eval_step(params, rest, *arrays)
         totals += np.asarray(out, np.float64)
-    return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2])}
+    return [float(t / totals[-1]) for t in totals[:-1]]
 
 
 def summary_lines(summary: dict[str, Any]) -> str:
@@ -1570,7 +1727,7 @@ def summary_lines(summary: dict[str, Any]) -> str:
             return f"{v:.4f}" if abs(v) < 1000 else f"{v:.1f}"
         return str(v)
 
-    return format_table([(k, fmt(summary.get(k))) for k in keys])
+    return format_table([(k, fmt(summary.get(k))) for k in keys if k in summary])
 
 
 # ----------------------------------------------------------------- command line
@@ -1641,6 +1798,16 @@ def add_training_args(
     g.add_argument("--eval-batch-size", type=int, default=512, help="test batch size")
     g.add_argument("--seed", type=int, default=0, help="seed of init, data order, keys")
     g.add_argument("--out", required=True, help="output directory")
+    add_system_args(p, g)
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def add_system_args(p: argparse.ArgumentParser, g: Any = None) -> None:
+    """Devices, parallelism, checkpoints and multi-process flags (every training script).
+
+    ``g``: the argument group that gets ``--devices`` and ``--parallel`` (default ``p``).
+    """
+    g = p if g is None else g
     g.add_argument(
         "--devices",
         type=int,
@@ -1698,7 +1865,6 @@ def add_training_args(
         default=300.0,
         help="seconds to wait for the other processes at start-up and at every barrier",
     )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def resolve_training_args(
@@ -1711,7 +1877,7 @@ def resolve_training_args(
     cfg["lr"] = default_lr[cfg["optimizer"]] if cfg["lr"] is None else cfg["lr"]
     if cfg["weight_decay"] is None:
         cfg["weight_decay"] = default_wd[cfg["optimizer"]]
-    for name in ("epochs", "batch_size", "eval_batch_size", "keep", "ckpt_every"):
+    for name in ("epochs", "batch_size", "eval_batch_size"):
         if cfg[name] < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}.")
     if not (cfg["lr"] > 0 and math.isfinite(cfg["lr"])):
@@ -1724,6 +1890,14 @@ def resolve_training_args(
         parser.error(f"--warmup-epochs must be >= 0, got {cfg['warmup_epochs']}.")
     if not 0.0 <= cfg["coll_coef"] <= 1.0:
         parser.error(f"--coll-coef must be in [0, 1], got {cfg['coll_coef']}.")
+    return resolve_system_args(cfg, parser)
+
+
+def resolve_system_args(cfg: dict[str, Any], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Checks the :func:`add_system_args` flags (``parser.error``: exit code 2)."""
+    for name in ("keep", "ckpt_every"):
+        if cfg[name] < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {cfg[name]}.")
     if cfg["stop_after_steps"] is not None and cfg["stop_after_steps"] < 1:
         parser.error(f"--stop-after-steps must be >= 1, got {cfg['stop_after_steps']}.")
     if cfg["resume"] and not cfg["ckpt_dir"]:

@@ -48,22 +48,36 @@ Set-up (released KITINet FNO scripts, after Li et al. 2021):
   through the collided velocities (accepted pairs and directions held fixed),
   as autograd does in the released code.
 
-Randomness: one ``--seeds`` entry fixes the train/test split of the data pool,
-the initialisation (``nnx.Rngs(params=seed, collision=seed + 1)``), the
-shuffling and the collision keys (``fold_in(collision_key, step)``). For a given
-seed ``fno`` and ``fno_kinetic`` start from the same parameters on the same
-split. The data pool itself is fixed by ``--data-seed``.
+Training runs on the shared loop of ``train.classify`` and ``train.text``
+(:func:`train.loop.run_training`), so the PDE runs get the same data
+parallelism (``--devices``, ``--parallel jit|pmap``), multi-process runs,
+checkpoints (``--ckpt-dir``, one sub-directory ``seed_<s>`` per seed),
+``--resume`` (bitwise identical to a straight run), SIGTERM saves, progress
+bars and metrics. The loss and metric is the per-sample relative L2 error
+(:func:`make_task`).
 
-Outputs in ``--out``: ``summary.json`` (means over seeds plus ``per_seed``;
-``collision_rate`` is the mean over training steps of the fraction of candidate
-particle pairs that collided, per Fourier layer and overall, ``null`` for
-``fno``), ``metrics.jsonl`` (one line per seed and epoch: train loss, test
-rel-L2 (``null`` on epochs skipped by ``--eval-every``), collision rates, top-k
-share of each layer's ``W`` kernel and ``K`` weights, learning rate),
-``condensation.png`` (sorted channel norms of the pointwise ``W`` kernels at
-the end; their top-k share over epochs) and ``run.json`` (command, versions).
-``train_seconds`` is the wall time of the training loop, including JIT
-compilation and the per-epoch evaluation.
+Randomness: one ``--seeds`` entry fixes the train/test split of the data pool,
+the initialisation (``loop.param_rngs(seed)``), the shuffling (a permutation
+per ``(seed, epoch)``) and the collision keys (the loop's step key
+``fold_in(key, step)``). For a given seed ``fno`` and ``fno_kinetic`` start
+from the same parameters on the same split. The data pool itself is fixed by
+``--data-seed``.
+
+Outputs in ``--out``: per seed, ``seed_<s>/`` holds the loop's
+``metrics.jsonl`` (one line per epoch: ``train_rel_l2``, ``test_rel_l2`` and
+for heat ``test_rel_l2_64`` (``null`` on epochs skipped by ``--eval-every``),
+per-block ``collision_rates``, top-k share of each layer's ``W`` kernel and
+``K`` weights, learning rate), ``summary.json``, ``curves.png`` and
+``predictions.png`` (truth vs. prediction on 4 test samples). The run's own
+``summary.json`` holds means over seeds plus ``per_seed`` (``collision_rate``
+is the mean over training steps of the fraction of candidate particle pairs
+that collided, per Fourier layer and overall, ``null`` for ``fno``;
+``baseline_mean_rel_l2`` is the error of predicting the conserved mean of
+``u0`` everywhere, see :func:`mean_baseline`), ``errors.png`` (train and test
+error per epoch, every seed), ``condensation.png`` (sorted channel norms of
+the pointwise ``W`` kernels at the end; their top-k share over epochs) and
+``run.json`` (command, versions). ``train_seconds`` is the wall time of the
+training loop, including JIT compilation and the per-epoch evaluation.
 """
 
 from __future__ import annotations
@@ -72,7 +86,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import time
@@ -84,14 +97,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-import kinetix
 from kinetix.data import pde
 from kinetix.metrics import channel_condensation
 from kinetix.nn.fno import FNO, FNO1d, FNO2d, layer_collision_rates
 from kinetix.nn.kinn import FNOKINN, FNOKINN1d, FNOKINN2d
-from train import loop
+from train import loop, report
 
 EQUATIONS = ("burgers", "heat")
 MODELS = ("fno", "fno_kinetic", "fno_kinn")
@@ -124,10 +135,17 @@ PAPER = {
         "eval_every": 1,
     },
 }
-# --quick: about 1-2 minutes per run (one seed) on 2 CPU cores.
+# --quick: a run that learns (test rel-L2 well below the mean(u0) baseline) in about
+# 1 (fno) to 3 (fno_kinetic) minutes per seed on 2 CPU cores; measured in README.md.
 QUICK = {
-    "burgers": {"resolution": 256, "ntrain": 60, "ntest": 40, "epochs": 10, "eval_every": 1},
-    "heat": {"resolution": HEAT_TEST_RES, "ntrain": 20, "ntest": 20, "epochs": 30, "eval_every": 5},
+    "burgers": {"resolution": 256, "ntrain": 400, "ntest": 100, "epochs": 40, "eval_every": 1},
+    "heat": {
+        "resolution": HEAT_TEST_RES,
+        "ntrain": 200,
+        "ntest": 50,
+        "epochs": 40,
+        "eval_every": 1,
+    },
 }
 # --sweep-results: every equation x model x seed in roughly 15-20 minutes on 2 CPU cores.
 SWEEP = {
@@ -142,6 +160,39 @@ SWEEP = {
 }
 SWEEP_SEEDS = (0, 1, 2)
 SIZE_KEYS = ("resolution", "ntrain", "ntest", "epochs", "eval_every")
+# the shared loop's flags (train.loop.add_system_args)
+SYSTEM_KEYS = (
+    "devices",
+    "parallel",
+    "ckpt_dir",
+    "ckpt_every",
+    "keep",
+    "resume",
+    "overwrite",
+    "stop_after_steps",
+    "coordinator",
+    "num_processes",
+    "process_id",
+    "dist_timeout",
+)
+# settings a --resume must agree on (they shape the model, data, optimizer or schedule)
+RESUME_KEYS = (
+    "equation",
+    "model",
+    "seed",
+    "resolution",
+    "ntrain",
+    "ntest",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "coll_coef",
+    "rule",
+    "n_divide",
+    "kinn_order",
+    "data_seed",
+)
 
 
 # --------------------------------------------------------------------------- data
@@ -255,185 +306,224 @@ def condensation(model: FNO | FNOKINN, k: int) -> dict[str, Any]:
     return out
 
 
-_EPOCH_FNS: dict[Any, Any] = {}
-_EVAL_FNS: dict[Any, Any] = {}
+def mean_baseline(x: np.ndarray, y: np.ndarray) -> float:
+    """Test rel-L2 of predicting the constant ``mean(u0)`` everywhere (no learning).
 
-
-def make_epoch_fn(graphdef, tx, batch_size: int, steps: int, cache_key: Any = None):
-    """One epoch as a jitted ``lax.scan`` over minibatches.
-
-    With a ``cache_key`` the same jitted function (hence the compiled program)
-    is reused by later seeds of the same configuration.
+    Both equations conserve the spatial mean on a periodic domain, so this
+    predictor knows part of the answer for free; at Burgers' ``nu = 0.1``,
+    ``T = 1`` the solution has nearly flattened to it (about 0.036 on the
+    default data). A model has learned something only well below this number.
     """
-    if cache_key is not None and cache_key in _EPOCH_FNS:
-        return _EPOCH_FNS[cache_key]
-
-    def loss_fn(params, rest, xb, yb, key):
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        pred = model(xb, rngs=nnx.Rngs(collision=key))
-        rates = collision_rates_of(model)
-        rates = jnp.stack(rates) if rates is not None else jnp.zeros((0,), jnp.float32)
-        return jnp.mean(rel_l2(pred, yb)), rates
-
-    @jax.jit
-    def epoch(params, rest, opt_state, x, y, perm, collision_key, step0):
-        def body(carry, i):
-            params, opt_state = carry
-            idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
-            key = jax.random.fold_in(collision_key, step0 + i)
-            (loss, rates), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                params, rest, x[idx], y[idx], key
-            )
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), (loss, rates)
-
-        (params, opt_state), (losses, rates) = jax.lax.scan(
-            body, (params, opt_state), jnp.arange(steps)
-        )
-        return params, opt_state, losses, rates
-
-    if cache_key is not None:
-        _EPOCH_FNS[cache_key] = epoch
-    return epoch
+    axes = tuple(range(1, y.ndim))
+    pred = np.broadcast_to(np.mean(x, axis=axes, keepdims=True), y.shape)
+    return float(np.mean(rel_l2(jnp.asarray(pred), jnp.asarray(y))))
 
 
-def make_eval_fn(graphdef):
-    if graphdef not in _EVAL_FNS:
+def make_task(cfg: dict[str, Any]) -> loop.Task:
+    """The PDE task for the shared loop: relative L2 error, condensation per epoch.
 
-        @jax.jit
-        def _errors(params, rest, x, y):
-            return rel_l2(nnx.merge(graphdef, params, rest)(x), y)
+    Training calls the model with the step's collision key (kinetic blocks
+    collide); evaluation without one (eval mode, exactly ``W u + K u``).
+    """
 
-        _EVAL_FNS[graphdef] = _errors
-    errors = _EVAL_FNS[graphdef]
+    def apply(model: FNO | FNOKINN, u: jax.Array, key: jax.Array | None, train: bool):
+        return model(u, rngs=nnx.Rngs(collision=key) if train and key is not None else None)
 
-    def evaluate(params, rest, x, y) -> float:
-        errs = [
-            errors(params, rest, x[i : i + EVAL_BATCH], y[i : i + EVAL_BATCH])
-            for i in range(0, len(x), EVAL_BATCH)
-        ]
-        return float(jnp.mean(jnp.concatenate(errs)))
+    def terms(pred: jax.Array, y: jax.Array) -> jax.Array:
+        return rel_l2(pred.astype(jnp.float32), y.astype(jnp.float32))[:, None]
 
-    return evaluate
+    def epoch_metrics(model: FNO | FNOKINN) -> dict[str, Any]:
+        cond = condensation(model, cfg["top_k"])
+        return {
+            "condensation_w_top_k": cond["w_top_k"],
+            "condensation_k_top_k": cond["k_top_k"],
+        }
+
+    return loop.Task(
+        apply=apply,
+        terms=terms,
+        names=("rel_l2",),
+        best=("rel_l2", "min"),
+        log_scale=("rel_l2",),
+        epoch_metrics=epoch_metrics,
+    )
 
 
-def train_seed(
-    cfg: dict[str, Any], seed: int, progress: bool, metrics_file
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Trains one seed; appends per-epoch rows to ``metrics_file``; returns (result, rows)."""
+def seed_dir(out: str, seed: int) -> str:
+    return os.path.join(out, f"seed_{seed}")
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The data order of one epoch: a function of ``(seed, epoch)`` only (exact resume)."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+    return np.asarray(jax.random.permutation(key, n))
+
+
+def train_seed(cfg: dict[str, Any], seed: int, out: str, progress: bool) -> dict[str, Any]:
+    """Trains one seed with the shared loop (:func:`train.loop.run_training`) into ``out``.
+
+    Writes ``out/{metrics.jsonl, summary.json, curves.png, predictions.png}``
+    (and checkpoints under ``cfg["ckpt_dir"]/seed_<seed>``); returns the
+    per-seed result that :func:`run` aggregates.
+    """
     data = load_data(cfg, seed)
-    rngs = nnx.Rngs(params=seed, collision=seed + 1)
-    model = build_model(cfg, rngs)
-    collision_key = rngs.collision()
-    shuffle_key = jax.random.fold_in(jax.random.key(seed), 1)
-    model.eval()
-    graphdef_eval, params, rest = nnx.split(model, nnx.Param, ...)
-    model.train()
-    graphdef_train, _, _ = nnx.split(model, nnx.Param, ...)
-
     steps = cfg["ntrain"] // cfg["batch_size"]
-    tx = optax.adamw(lr_schedule(cfg, steps), weight_decay=cfg["weight_decay"])
-    opt_state = tx.init(params)
-    cache_key = (graphdef_train, steps) + tuple(
-        cfg[k] for k in ("batch_size", "lr", "weight_decay", "epochs")
+    schedule = lr_schedule(cfg, steps)
+    tx = optax.adamw(schedule, weight_decay=cfg["weight_decay"])
+    model = loop.init_model(lambda: build_model(cfg, loop.param_rngs(seed)))
+    mesh = loop.make_mesh(cfg["devices"])
+    key = ("pde", loop.program_key(cfg, (*RESUME_KEYS, "top_k")))
+    prog, params, rest = loop.build_program(
+        model, tx, make_task(cfg), mesh=mesh, parallel=cfg["parallel"], cache_key=key
     )
-    epoch_fn = make_epoch_fn(graphdef_train, tx, cfg["batch_size"], steps, cache_key)
-    evaluate = make_eval_fn(graphdef_eval)
-    x_tr, y_tr = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-
-    kinetic = cfg["model"] == "fno_kinetic"
-    rows, all_rates, epoch_secs = [], [], []
-    warned: set[str] = set()  # kinetic layers already reported as inert
-    t_train = time.perf_counter()
-    bar = tqdm(
-        range(cfg["epochs"]),
-        desc=f"{cfg['equation']}/{cfg['model']} seed {seed}",
-        unit="epoch",
-        disable=not progress,
+    ckpt_dir = seed_dir(cfg["ckpt_dir"], seed) if cfg.get("ckpt_dir") else None
+    run_cfg = dict(
+        cfg,
+        seed=seed,
+        schedule=schedule,
+        ckpt_dir=ckpt_dir,
+        # a seed that had not started when the run stopped has no directory yet: it starts afresh
+        resume=bool(cfg.get("resume") and ckpt_dir and os.path.isdir(ckpt_dir)),
+        resume_keys=RESUME_KEYS,
+        eval_batch_size=EVAL_BATCH,
+        dataset=cfg["equation"],
     )
-    for ep in bar:
-        t0 = time.perf_counter()
-        perm = jax.random.permutation(jax.random.fold_in(shuffle_key, ep), cfg["ntrain"])
-        params, opt_state, losses, rates = epoch_fn(
-            params, rest, opt_state, x_tr, y_tr, perm, collision_key, ep * steps
-        )
-        losses, rates = np.asarray(losses), np.asarray(rates)
-        epoch_secs.append(time.perf_counter() - t0)
-        if not np.all(np.isfinite(losses)):
-            raise FloatingPointError(
-                f"{cfg['equation']}/{cfg['model']} seed {seed}: non-finite training loss at epoch {ep}."
-            )
-        all_rates.append(rates)
-        row: dict[str, Any] = {"seed": seed, "epoch": ep + 1, "train_loss": float(losses.mean())}
-        do_eval = (ep + 1) % cfg["eval_every"] == 0 or ep + 1 == cfg["epochs"]
-        row["test_rel_l2"] = (
-            evaluate(params, rest, data["x_test"], data["y_test"]) if do_eval else None
-        )
-        if cfg["equation"] == "heat":
-            row["test_rel_l2_64"] = (
-                evaluate(params, rest, data["x_test_64"], data["y_test_64"]) if do_eval else None
-            )
-        if kinetic:
-            row["collision_rate"] = rates.mean(axis=0).tolist()
-            per_layer = {f"kinetic/layer{i}": float(r) for i, r in enumerate(row["collision_rate"])}
-            if cfg["coll_coef"] > 0:
-                loop.warn_inert(per_layer, ep + 1, warned)
-        cond = condensation(nnx.merge(graphdef_eval, params, rest), cfg["top_k"])
-        row["condensation_w_top_k"] = cond["w_top_k"]
-        row["condensation_k_top_k"] = cond["k_top_k"]
-        row["lr"] = float(lr_schedule(cfg, steps)((ep + 1) * steps - 1))
-        row["epoch_seconds"] = epoch_secs[-1]
-        rows.append(row)
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        postfix = {"loss": f"{row['train_loss']:.4f}"}
-        if do_eval:
-            postfix["test"] = f"{row['test_rel_l2']:.4f}"
-        if kinetic:
-            postfix["coll"] = f"{float(np.mean(rates)):.4f}"
-        bar.set_postfix(postfix)
-    train_seconds = time.perf_counter() - t_train
+    extra = {}
+    if cfg["equation"] == "heat":
+        extra["64"] = (data["x_test_64"], data["y_test_64"])
 
-    final = nnx.merge(graphdef_eval, params, rest)
-    cond = condensation(final, cfg["top_k"])
+    def final_hook(final: FNO | FNOKINN) -> dict[str, Any]:
+        cond = condensation(final, cfg["top_k"])
+        plot_predictions(final, data, cfg, seed, os.path.join(out, "predictions.png"))
+        res: dict[str, Any] = {"w_sorted_norms": cond["w_sorted_norms"]}
+        if isinstance(final, FNOKINN):
+            # (depth, order): median over channels of the final time constants tau = C / G
+            res["kinn_tau"] = np.median(np.asarray(final.time_constants()), axis=-1).tolist()
+        return res
+
+    summary = loop.run_training(
+        prog=prog,
+        params=params,
+        rest=rest,
+        data=loop.Data(data["x_train"], data["y_train"], data["x_test"], data["y_test"], extra),
+        cfg=run_cfg,
+        out=out,
+        title=f"{cfg['equation']}/{cfg['model']} seed {seed}",
+        epoch_permutation=epoch_permutation,
+        progress=progress,
+        final_hook=final_hook,
+    )
+    rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
+    result = seed_result(cfg, seed, summary, rows, count_params(params))
+    result["baseline_mean_rel_l2"] = mean_baseline(data["x_test"], data["y_test"])
+    return result
+
+
+def seed_result(
+    cfg: dict[str, Any], seed: int, summary: dict[str, Any], rows: list[dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """One seed's entry of ``per_seed``: errors, times, collision rates, condensation."""
+    times = np.diff([0.0] + [r["train_seconds"] for r in rows])
     result: dict[str, Any] = {
         "seed": seed,
-        "test_rel_l2": rows[-1]["test_rel_l2"],
-        "final_train_loss": rows[-1]["train_loss"],
-        "train_seconds": train_seconds,
-        "first_epoch_seconds": epoch_secs[0],
-        "median_epoch_seconds": float(
-            np.median(epoch_secs[1:] if len(epoch_secs) > 1 else epoch_secs)
+        "status": summary["status"],
+        "test_rel_l2": summary["test_rel_l2"],
+        "final_train_rel_l2": rows[-1]["train_rel_l2"] if rows else None,
+        "train_seconds": summary["train_seconds"],
+        "first_epoch_seconds": float(times[0]) if len(times) else None,
+        "median_epoch_seconds": (
+            float(np.median(times[1:] if len(times) > 1 else times)) if len(times) else None
         ),
-        "params": count_params(params),
-        "condensation_w_top_k": cond["w_top_k"],
-        "condensation_k_top_k": cond["k_top_k"],
-        "w_sorted_norms": cond["w_sorted_norms"],
+        "params": n,
+        "condensation_w_top_k": summary.get("condensation_w_top_k"),
+        "condensation_k_top_k": summary.get("condensation_k_top_k"),
+        "w_sorted_norms": summary.get("w_sorted_norms"),
     }
     if cfg["equation"] == "heat":
-        result["test_rel_l2_64"] = rows[-1]["test_rel_l2_64"]
-    if kinetic:
-        r = np.concatenate(all_rates, axis=0)  # (total steps, layers)
+        result["test_rel_l2_64"] = summary["test_rel_l2_64"]
+    if cfg["model"] == "fno_kinetic" and rows:
+        per_epoch = np.asarray([list(r["collision_rates"].values()) for r in rows])
         result["collision_rate"] = {
-            "per_block": r.mean(axis=0).tolist(),
-            "overall": float(r.mean()),
-            "first_epoch_per_block": all_rates[0].mean(axis=0).tolist(),
-            "last_epoch_per_block": all_rates[-1].mean(axis=0).tolist(),
+            "per_block": per_epoch.mean(axis=0).tolist(),
+            "overall": float(per_epoch.mean()),
+            "first_epoch_per_block": per_epoch[0].tolist(),
+            "last_epoch_per_block": per_epoch[-1].tolist(),
         }
     else:
         result["collision_rate"] = None
-    if isinstance(final, FNOKINN):
-        # (depth, order): median over channels of the final time constants tau = C / G
-        result["kinn_tau"] = np.median(np.asarray(final.time_constants()), axis=-1).tolist()
-    return result, rows
+    if "kinn_tau" in summary:
+        result["kinn_tau"] = summary["kinn_tau"]
+    return result
 
 
 # ------------------------------------------------------------------------ outputs
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    a = np.asarray(values, np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+def plot_predictions(model, data: dict[str, np.ndarray], cfg, seed: int, path: str, n: int = 4):
+    """``predictions.png``: truth vs. prediction (eval mode) on the first ``n`` test samples.
+
+    Burgers: ``u(x, 0)``, ``u(x, 1)`` and the prediction, one panel per sample.
+    Heat: truth, prediction and error images (32x32 test set).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x, y = data["x_test"][:n], data["y_test"][:n]
+    pred = np.asarray(model(jnp.asarray(x)))
+    err = np.asarray(rel_l2(jnp.asarray(pred), jnp.asarray(y)))
+    if cfg["equation"] == "burgers":
+        fig, axes = plt.subplots(1, len(x), figsize=(3.6 * len(x), 3.0), squeeze=False)
+        grid = np.linspace(0.0, 1.0, x.shape[-1], endpoint=False)
+        for i, ax in enumerate(axes[0]):
+            ax.plot(grid, x[i], color="0.6", lw=1, label="u(x, 0)")
+            ax.plot(grid, y[i], color="k", lw=1.5, label="u(x, 1) truth")
+            ax.plot(grid, pred[i], color="C3", ls="--", lw=1.5, label="prediction")
+            ax.set_title(f"test sample {i}: rel-L2 {err[i]:.3f}", fontsize=9)
+            ax.set_xlabel("x")
+        axes[0][0].legend(fontsize=7)
+    else:
+        fig, axes = plt.subplots(3, len(x), figsize=(2.6 * len(x), 7.2), squeeze=False)
+        for i in range(len(x)):
+            lo, hi = float(y[i].min()), float(y[i].max())
+            panels = ((y[i], "truth"), (pred[i], "prediction"), (pred[i] - y[i], "error"))
+            for row, (img, name) in enumerate(panels):
+                ax = axes[row][i]
+                kw = {"vmin": lo, "vmax": hi} if row < 2 else {"cmap": "RdBu_r"}
+                im = ax.imshow(img, **kw)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{name} {i}" + (f" ({err[i]:.3f})" if row == 2 else ""), fontsize=8)
+                fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"{cfg['equation']} / {cfg['model']} seed {seed}: test set, eval mode")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_errors(per_seed_rows: dict[int, list[dict[str, Any]]], cfg, path: str) -> None:
+    """``errors.png``: train and test rel-L2 per epoch, every seed, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for i, (seed, rows) in enumerate(per_seed_rows.items()):
+        ep = [r["epoch"] for r in rows]
+        ax.plot(ep, [r["train_rel_l2"] for r in rows], color=f"C{i}", ls="--", marker=".")
+        test = [(r["epoch"], r["test_rel_l2"]) for r in rows if r.get("test_rel_l2") is not None]
+        if test:
+            ax.plot(*zip(*test, strict=True), color=f"C{i}", marker="o", label=f"seed {seed}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(f"{cfg['equation']} / {cfg['model']}: test (solid), train (dashed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_condensation(results: list[dict[str, Any]], rows: list[dict[str, Any]], cfg, path: str):
@@ -458,7 +548,7 @@ def plot_condensation(results: list[dict[str, Any]], rows: list[dict[str, Any]],
         ]
         arr = np.asarray(per_seed)
         epochs = np.arange(1, arr.shape[1] + 1)
-        axes[1].plot(epochs, arr.mean(axis=0), label=f"layer {layer}")
+        axes[1].plot(epochs, arr.mean(axis=0), marker=".", label=f"layer {layer}")
         if len(seeds) > 1:
             axes[1].fill_between(epochs, arr.min(axis=0), arr.max(axis=0), alpha=0.2)
     width = len(first["w_sorted_norms"][0])
@@ -475,27 +565,41 @@ def plot_condensation(results: list[dict[str, Any]], rows: list[dict[str, Any]],
 
 
 def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "") -> dict[str, Any]:
-    """Trains ``cfg['seeds']``; writes summary.json, metrics.jsonl, condensation.png, run.json."""
+    """Trains ``cfg['seeds']`` (each in ``out/seed_<s>``); writes the aggregate ``summary.json``,
+    ``errors.png``, ``condensation.png`` and ``run.json`` in ``out``."""
     os.makedirs(out, exist_ok=True)
     t0 = time.perf_counter()
-    results, rows = [], []
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        for seed in cfg["seeds"]:
-            res, seed_rows = train_seed(cfg, seed, progress, f)
-            results.append(res)
-            rows.extend(seed_rows)
-    summary: dict[str, Any] = {"equation": cfg["equation"], "model": cfg["model"]}
-    m, s = mean_std([r["test_rel_l2"] for r in results])
+    results, rows, per_seed_rows = [], [], {}
+    for seed in cfg["seeds"]:
+        res = train_seed(cfg, seed, seed_dir(out, seed), progress)
+        results.append(res)
+        seed_rows = loop.read_metrics(os.path.join(seed_dir(out, seed), "metrics.jsonl"))
+        per_seed_rows[seed] = seed_rows
+        rows.extend(dict(r, seed=seed) for r in seed_rows)
+        if res["status"] != "completed":
+            break  # preempted: this and the remaining seeds continue after --resume
+    status = "completed" if all(r["status"] == "completed" for r in results) else "preempted"
+    if status != "completed" or not rows:
+        summary = {"equation": cfg["equation"], "model": cfg["model"], "status": status}
+        summary["seeds_completed"] = [r["seed"] for r in results if r["status"] == "completed"]
+        if jax.process_index() == 0:
+            report.write_json(os.path.join(out, "summary.json"), summary)
+        return summary
+    summary: dict[str, Any] = {"equation": cfg["equation"], "model": cfg["model"], "status": status}
+    m, s = report.mean_std([r["test_rel_l2"] for r in results])
     summary.update(test_rel_l2=m, test_rel_l2_std=s)
+    m, s = report.mean_std([r["baseline_mean_rel_l2"] for r in results])
+    summary.update(baseline_mean_rel_l2=m, baseline_mean_rel_l2_std=s)
     if cfg["equation"] == "heat":
-        m, s = mean_std([r["test_rel_l2_64"] for r in results])
+        m, s = report.mean_std([r["test_rel_l2_64"] for r in results])
         summary.update(test_rel_l2_64=m, test_rel_l2_64_std=s)
     if cfg["model"] == "fno_kinetic":
         per_block = np.mean([r["collision_rate"]["per_block"] for r in results], axis=0)
         summary["collision_rate"] = {
             "per_block": per_block.tolist(),
             "overall": float(per_block.mean()),
-            "note": "mean over training steps (and seeds) of the fraction of candidate pairs that collided",
+            "note": "mean over training steps (and seeds) of the fraction of candidate pairs "
+            "that collided",
         }
     else:
         summary["collision_rate"] = None
@@ -505,7 +609,7 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
             "note": "final tau = C / G per layer (rows) and cascade order (columns), median over "
             "channels, mean over seeds; dt = 1",
         }
-    m, s = mean_std([r["train_seconds"] for r in results])
+    m, s = report.mean_std([r["train_seconds"] for r in results])
     summary.update(
         params=results[0]["params"],
         train_seconds=m,
@@ -516,29 +620,14 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
         settings={k: v for k, v in cfg.items() if k not in ("seeds", "cache_dir")},
         per_seed=[{k: v for k, v in r.items() if k != "w_sorted_norms"} for r in results],
     )
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    plot_condensation(results, rows, cfg, os.path.join(out, "condensation.png"))
-    with open(os.path.join(out, "run.json"), "w") as f:
-        json.dump(
-            {
-                "command": command,
-                "runtime_s": time.perf_counter() - t0,
-                "jax": jax.__version__,
-                "optax": optax.__version__,
-                "kinetix": kinetix.__version__,
-                "backend": jax.default_backend(),
-                "cpu_count": os.cpu_count(),
-                "platform": platform.platform(),
-            },
-            f,
-            indent=2,
-        )
+    if jax.process_index() == 0:
+        report.write_json(os.path.join(out, "summary.json"), summary)
+        plot_errors(per_seed_rows, cfg, os.path.join(out, "errors.png"))
+        if results[0]["w_sorted_norms"] is not None:
+            plot_condensation(results, rows, cfg, os.path.join(out, "condensation.png"))
+        info = report.run_info(command, runtime_s=time.perf_counter() - t0)
+        report.write_json(os.path.join(out, "run.json"), info)
     return summary
-
-
-def _fmt(m: float, s: float, digits: int = 4) -> str:
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, runtime, path: str):
@@ -561,14 +650,18 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
         rate = s["collision_rate"]
         per_block = ", ".join(f"{r:.4f}" for r in rate["per_block"]) if rate else "–"
         overall = f"{rate['overall']:.4f}" if rate else "–"
-        t64 = _fmt(s["test_rel_l2_64"], s["test_rel_l2_64_std"]) if eq == "heat" else "–"
+        t64 = (
+            report.fmt_mean_std(s["test_rel_l2_64"], s["test_rel_l2_64_std"])
+            if eq == "heat"
+            else "–"
+        )
         variant = {
             "fno_kinetic": s["settings"].get("rule"),
             "fno_kinn": f"order {s['settings'].get('kinn_order')}",
         }.get(model, "–")
         per_seed = ", ".join(f"{r['test_rel_l2']:.4f}" for r in s["per_seed"])
         lines.append(
-            f"| {eq} | {model} | {variant} | {_fmt(s['test_rel_l2'], s['test_rel_l2_std'])} | "
+            f"| {eq} | {model} | {variant} | {report.fmt_mean_std(s['test_rel_l2'], s['test_rel_l2_std'])} | "
             f"{t64} | {per_block} | {overall} | "
             f"{s['train_seconds']:.1f} ± {s['train_seconds_std']:.1f} | "
             f"{s['median_epoch_seconds']:.2f} | {s['params']} | {per_seed} |"
@@ -583,9 +676,9 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
             for key in keys:
                 p = {r["seed"]: r[key] for r in plain["per_seed"]}
                 d = [r[key] - p[r["seed"]] for r in var["per_seed"] if r["seed"] in p]
-                m, sd = mean_std(d)
+                m, sd = report.mean_std(d)
                 block.append(
-                    f"- {eq} `{key}`: {_fmt(m, sd)} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
+                    f"- {eq} `{key}`: {report.fmt_mean_std(m, sd)} (per seed: {', '.join(f'{x:+.4f}' for x in d)})"
                 )
         if block:
             lines += ["", f"Paired difference {label} − plain (same seed), test rel-L2:", ""]
@@ -620,6 +713,8 @@ def sweep(base: dict[str, Any], out: str, progress: bool, command: str) -> dict[
             cfg = resolve_config(base, eq, model)
             sizes[eq] = cfg
             name = f"{eq}_{model}"
+            if cfg["ckpt_dir"]:
+                cfg["ckpt_dir"] = os.path.join(cfg["ckpt_dir"], name)
             summaries[name] = run(cfg, os.path.join(out, name), progress, command)
     runtime = time.perf_counter() - t0
     write_sweep_table(summaries, sizes, base["seeds"], runtime, os.path.join(out, "table.md"))
@@ -688,7 +783,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help=f"small sizes for a run of about 1-2 minutes on 2 CPU cores ({QUICK}); "
+        help=f"small sizes for a run of about 1-3 minutes on 2 CPU cores ({QUICK}); "
         "explicit size flags override them",
     )
     p.add_argument(
@@ -788,6 +883,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="PDE data cache directory (default: $KINETIX_CACHE or ~/.cache/kinetix/pde)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    loop.add_system_args(p)
     return p
 
 
@@ -928,6 +1024,20 @@ def parse(
         "cache_dir": args.cache_dir,
         "quick": args.quick,
     }
+    system = {k: getattr(args, k) for k in SYSTEM_KEYS}
+    base.update(loop.resolve_system_args(system, p))
+    if args.ckpt_dir:
+        if args.resume and not os.path.isdir(args.ckpt_dir):
+            p.exit(
+                2,
+                f"{p.prog}: error: --resume: no checkpoint directory "
+                f"{os.path.abspath(args.ckpt_dir)}; drop --resume to start a new run (or "
+                "correct the --ckpt-dir path).\n",
+            )
+        try:
+            loop.check_output_dir(args.ckpt_dir, "--ckpt-dir")
+        except loop.SetupError as e:
+            p.exit(2, f"{p.prog}: error: {e}\n")
     pairs = (
         [(e, m) for e in EQUATIONS for m in MODELS]
         if args.sweep_results is not None
@@ -944,15 +1054,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     _, args, base = parse(argv)
     command = "python -m train.pde " + shlex.join(argv)
     progress = not args.no_progress
-    if args.sweep_results is not None:
-        summary = sweep(base, args.sweep_results, progress, command)
+    try:
+        loop.initialize_distributed(base)
+        if args.sweep_results is not None:
+            summary = sweep(base, args.sweep_results, progress, command)
+            print(
+                f"wrote {args.sweep_results}/table.md and summary.json in "
+                f"{summary['runtime_s']:.0f} s"
+            )
+            return summary
+        cfg = resolve_config(base, args.equation, args.model)
+        summary = run(cfg, args.out, progress, command)
+    except (loop.DistributedError, loop.SetupError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if jax.process_index() != 0:
+        return summary
+    if summary["status"] != "completed":
         print(
-            f"wrote {args.sweep_results}/table.md and summary.json in {summary['runtime_s']:.0f} s"
+            f"preempted; seeds completed: {summary['seeds_completed']}. Run the same command "
+            "with --resume to continue.",
+            file=sys.stderr,
         )
         return summary
-    cfg = resolve_config(base, args.equation, args.model)
-    summary = run(cfg, args.out, progress, command)
-    msg = f"test rel-L2 {summary['test_rel_l2']:.4f}"
+    msg = (
+        f"test rel-L2 {summary['test_rel_l2']:.4f} (predicting mean(u0): "
+        f"{summary['baseline_mean_rel_l2']:.4f})"
+    )
     if args.equation == "heat":
         msg += f", at 64x64 {summary['test_rel_l2_64']:.4f}"
     if summary["collision_rate"] is not None:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from train import classify, loop, text
+from train import classify, loop, report, text
 
 SCRIPTS = {"classify": classify, "text": text}
 METRICS = (
@@ -40,11 +40,10 @@ METRICS = (
 PAIRED = ("test_accuracy", "best_test_accuracy", "neuron_similarity_max")
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray([v for v in values if v is not None], np.float64)
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+def mean_std(values: list[float | None]) -> tuple[float, float]:
+    """:func:`train.report.mean_std` of the values that are not ``None`` (``nan`` if none)."""
+    present = [v for v in values if v is not None]
+    return report.mean_std(present) if present else (float("nan"), float("nan"))
 
 
 def paired_difference(runs: list[dict], variant: str, baseline: str, metric: str) -> dict:
@@ -52,24 +51,25 @@ def paired_difference(runs: list[dict], variant: str, baseline: str, metric: str
 
     Returns:
       ``{"n", "mean", "std", "higher", "lower", "per_seed"}``: the number of
-      paired seeds, the mean and sample std (ddof=1) of the differences, and
-      how many seeds the variant scored higher / lower than the baseline.
+      paired seeds, the mean and sample std (ddof=1) of the differences
+      (:func:`train.report.paired_difference`), and how many seeds the variant
+      scored higher / lower than the baseline.
     """
-    base = {r["seed"]: r[metric] for r in runs if r["variant"] == baseline}
-    diffs = {
-        r["seed"]: r[metric] - base[r["seed"]]
-        for r in runs
-        if r["variant"] == variant and base.get(r["seed"]) is not None and r.get(metric) is not None
-    }
-    values = list(diffs.values())
-    m, sd = mean_std(values)
+
+    def of(name: str) -> dict:
+        return {
+            r["seed"]: r[metric] for r in runs if r["variant"] == name and r.get(metric) is not None
+        }
+
+    d = report.paired_difference(of(variant), of(baseline))
+    nan = float("nan")
     return {
-        "n": len(values),
-        "mean": m,
-        "std": sd,
-        "higher": sum(v > 0 for v in values),
-        "lower": sum(v < 0 for v in values),
-        "per_seed": diffs,
+        "n": d["n"],
+        "mean": nan if d["mean"] is None else d["mean"],
+        "std": nan if d["std"] is None else d["std"],
+        "higher": sum(v > 0 for v in d["values"]),
+        "lower": sum(v < 0 for v in d["values"]),
+        "per_seed": dict(zip(d["seeds"], d["values"], strict=True)),
     }
 
 
