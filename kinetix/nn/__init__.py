@@ -29,6 +29,15 @@ from kinetix.nn.kinn import (
     zoh_coefficients,
     zoh_step,
 )
+from kinetix.nn.oformer import (
+    GaussianFourierFeatures,
+    LinearAttention,
+    OFormer,
+    OFormer1d,
+    OFormer2d,
+    OFormerLayer,
+)
+from kinetix.nn.oformer import layer_collision_rates as oformer_collision_rates
 from kinetix.nn.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50
 from kinetix.nn.transformer import EncoderLayer, TextEncoder
 
@@ -45,12 +54,18 @@ __all__ = [
     "FNOKINN1d",
     "FNOKINN2d",
     "FourierLayer",
+    "GaussianFourierFeatures",
     "GraphLaplacian",
     "KINNBasicBlock",
     "KINNResNet",
     "KineticResidual",
     "KirchhoffBlock",
     "KirchhoffCell",
+    "LinearAttention",
+    "OFormer",
+    "OFormer1d",
+    "OFormer2d",
+    "OFormerLayer",
     "ResNet",
     "SpectralConv",
     "SpectralCoupling",
@@ -61,6 +76,7 @@ __all__ = [
     "collision_rates",
     "kinn_resnet18",
     "layer_collision_rates",
+    "oformer_collision_rates",
     "pointwise_kernels",
     "resnet18",
     "resnet34",
