@@ -46,7 +46,7 @@ Parts:
    The (512,100) kernel is also measured with its weights scaled x0.1 and x10
    (same gradient): a scale-independence check.
 2. ``resnet``: the classifier kernel of a plain ResNet-18 (``in_channels=1``)
-   trained on the offline ``digits`` data with SGD (lr 0.05, momentum 0.9, batch
+   trained on the offline ``digits`` and ``mnist5k`` data (``--resnet-datasets``) with SGD (lr 0.05, momentum 0.9, batch
    128, no augmentation, no weight decay), measured at steps 0, 50, 100, 150 on
    the current weights and that step's gradient. ``train.classify``'s default
    width 64 takes ~2 s per step on 2 CPU cores, so the default here is
@@ -379,10 +379,18 @@ def part_ko(args, coefs) -> list[dict]:
 
 
 def part_resnet(args, coefs) -> tuple[list[dict], dict]:
+    layers, logs = [], {}
+    for dataset in args.resnet_datasets:
+        ds_layers, logs[dataset] = _train_resnet(args, coefs, dataset)
+        layers += ds_layers
+    return layers, logs
+
+
+def _train_resnet(args, coefs, dataset: str) -> tuple[list[dict], dict]:
     from kinetix.data import images
     from kinetix.nn.resnet import resnet18
 
-    data = images.load_images("digits")
+    data = images.load_images(dataset)
     width = args.resnet_width
     steps = args.resnet_steps
     measure = sorted({0, steps // 3, 2 * steps // 3, steps})
@@ -417,17 +425,17 @@ def part_resnet(args, coefs) -> tuple[list[dict], dict]:
             loss = float(loss)
             log["loss"][s] = loss
             print(
-                f"ResNet-18 (width {width}) step {s}: train loss {loss:.4f} "
+                f"ResNet-18 (width {width}) on {dataset} step {s}: train loss {loss:.4f} "
                 f"({time.perf_counter() - t0:.1f} s of training so far)",
                 flush=True,
             )
             layers.append(
                 ko_layer(
-                    f"ResNet-18 classifier step {s}",
+                    f"ResNet-18 classifier ({dataset}) step {s}",
                     w,
                     g,
                     coefs,
-                    extra={"step": s, "train_loss": loss, "width": width},
+                    extra={"step": s, "train_loss": loss, "width": width, "dataset": dataset},
                 )
             )
     log["train_seconds"] = time.perf_counter() - t0
@@ -855,6 +863,14 @@ def parse_args(argv=None):
         help="width of the trained ResNet-18 (default 32; 8 with --quick)",
     )
     p.add_argument(
+        "--resnet-datasets",
+        nargs="+",
+        choices=("digits", "mnist5k"),
+        default=None,
+        help="offline data sets the ResNet-18 is trained on (default digits and mnist5k; "
+        "digits with --quick)",
+    )
+    p.add_argument(
         "--resnet-steps",
         type=int,
         default=None,
@@ -877,6 +893,8 @@ def parse_args(argv=None):
         args.out_dir = Path("results/collision_rates") / ("quick" if args.quick else "")
     if args.resnet_width is None:
         args.resnet_width = 8 if args.quick else 32
+    if args.resnet_datasets is None:
+        args.resnet_datasets = ["digits"] if args.quick else ["digits", "mnist5k"]
     if args.resnet_steps is None:
         args.resnet_steps = 12 if args.quick else 150
     if args.fno_resolution is None:

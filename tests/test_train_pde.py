@@ -118,6 +118,29 @@ def test_burgers_kinn_run(tmp_path):
     assert len(_rows(out)[0]["condensation_w_top_k"]) == 4  # W branches of the KINN couplings
 
 
+def test_burgers_oformer_kinetic_run(tmp_path):
+    """OFormer with KITINet residuals from the CLI: collisions logged for its 8 encoder adds."""
+    out = tmp_path / "o"
+    argv = ["--equation", "burgers", "--model", "oformer_kinetic", "--out", str(out)]
+    summary = pde.main(argv + ["--resolution", "64", *TINY, "--cache-dir", str(tmp_path / "c")])
+    assert summary["settings"]["coll_coef"] == pde.COLL_COEF["oformer_kinetic"]
+    assert summary["settings"]["n_divide"] is None and 0 < summary["test_rel_l2"] < 10
+    rate = summary["collision_rate"]
+    assert len(rate["per_block"]) == 8 and min(rate["per_block"]) > 0  # defaults act
+    rows = _rows(out)
+    assert rows[0]["condensation_w_top_k"] == [] and len(rows[0]["collision_rates"]) == 8
+    assert (out / "seed_0" / "predictions.png").stat().st_size > 1000
+    assert not (out / "condensation.png").exists()  # OFormer has no W/K branches
+
+
+def test_oformer_flags():
+    _, _, base = pde.parse(["--equation", "heat", "--model", "oformer_kinetic", "--out", "x"])
+    cfg = pde.resolve_config(base, "heat", "oformer_kinetic")
+    assert cfg["coll_coef"] == 0.5 and cfg["rule"] == "hard_sphere" and cfg["n_divide"] is None
+    _, _, base = pde.parse(["--equation", "heat", "--model", "fno_kinetic", "--out", "x"])
+    assert pde.resolve_config(base, "heat", "fno_kinetic")["coll_coef"] == 0.9
+
+
 # ---------------------------------------------------------- the shared loop's guarantees
 
 RUN = [
@@ -290,7 +313,7 @@ def test_sweep_table(tmp_path):
     summaries = {
         f"{eq}_{m}": summary(eq, m, [0.1, 0.2] if m == "fno" else [0.2, 0.4])
         for eq in pde.EQUATIONS
-        for m in pde.MODELS
+        for m in pde.SWEEP_MODELS
     }
     sizes = {eq: dict(pde.SWEEP[eq], batch_size=20) for eq in pde.EQUATIONS}
     path = tmp_path / "table.md"
@@ -345,6 +368,14 @@ def test_sweep_table(tmp_path):
         (
             ["--equation", "heat", "--model", "fno_kinetic", "--out", "x", "--n-divide", "3"],
             "--n-divide",
+        ),
+        (
+            ["--equation", "heat", "--model", "oformer_kinetic", "--out", "x", "--n-divide", "4"],
+            "--n-divide only applies to --model fno_kinetic",
+        ),
+        (
+            ["--equation", "heat", "--model", "oformer", "--out", "x", "--coll-coef", "0.5"],
+            "only applies",
         ),
         (
             ["--equation", "heat", "--model", "fno", "--out", "x", "--rule", "soft"],

@@ -100,12 +100,15 @@ from flax import nnx
 
 from kinetix.data import pde
 from kinetix.metrics import channel_condensation
-from kinetix.nn.fno import FNO, FNO1d, FNO2d, layer_collision_rates
+from kinetix.nn.fno import FNO, FNO1d, FNO2d
 from kinetix.nn.kinn import FNOKINN, FNOKINN1d, FNOKINN2d
+from kinetix.nn.oformer import OFormer, OFormer1d, OFormer2d
 from train import loop, report
 
 EQUATIONS = ("burgers", "heat")
-MODELS = ("fno", "fno_kinetic", "fno_kinn")
+MODELS = ("fno", "fno_kinetic", "fno_kinn", "oformer", "oformer_kinetic")
+SWEEP_MODELS = ("fno", "fno_kinetic", "fno_kinn")  # --sweep-results (OFormer: see README)
+KINETIC_MODELS = ("fno_kinetic", "oformer_kinetic")
 RULES = ("hard_sphere", "released")
 
 BURGERS_NU = 0.1
@@ -117,7 +120,7 @@ HEAT_AMPLITUDE = (
 LR = 1e-3
 WEIGHT_DECAY = 1e-4
 BATCH_SIZE = 20
-COLL_COEF = 0.9
+COLL_COEF = {"fno_kinetic": 0.9, "oformer_kinetic": 0.5}  # --coll-coef defaults
 KINN_ORDER = 2
 TOP_K = 8
 LR_STEP_FRACTION = 0.1  # StepLR(step_size=100) over 1000 epochs
@@ -147,18 +150,10 @@ QUICK = {
         "eval_every": 1,
     },
 }
-# --sweep-results: every equation x model x seed in roughly 15-20 minutes on 2 CPU cores.
-SWEEP = {
-    "burgers": {"resolution": 256, "ntrain": 100, "ntest": 50, "epochs": 15, "eval_every": 1},
-    "heat": {
-        "resolution": HEAT_TEST_RES,
-        "ntrain": 20,
-        "ntest": 20,
-        "epochs": 90,
-        "eval_every": 5,
-    },
-}
-SWEEP_SEEDS = (0, 1, 2)
+# --sweep-results: every equation x model x seed at the --quick sizes (about 50-60 minutes
+# for 5 seeds on 2 CPU cores; README.md has the measured time)
+SWEEP = QUICK
+SWEEP_SEEDS = (0, 1, 2, 3, 4)
 SIZE_KEYS = ("resolution", "ntrain", "ntest", "epochs", "eval_every")
 # the shared loop's flags (train.loop.add_system_args)
 SYSTEM_KEYS = (
@@ -246,7 +241,12 @@ def load_data(cfg: dict[str, Any], seed: int) -> dict[str, np.ndarray]:
 # -------------------------------------------------------------------------- model
 
 
-def build_model(cfg: dict[str, Any], rngs: nnx.Rngs) -> FNO | FNOKINN:
+def build_model(cfg: dict[str, Any], rngs: nnx.Rngs) -> FNO | FNOKINN | OFormer:
+    if cfg["model"].startswith("oformer"):
+        cls = OFormer1d if cfg["equation"] == "burgers" else OFormer2d
+        if cfg["model"] == "oformer":
+            return cls(rngs=rngs)
+        return cls(residual="kinetic", coll_coef=cfg["coll_coef"], rule=cfg["rule"], rngs=rngs)
     if cfg["model"] == "fno_kinn":
         cls = FNOKINN1d if cfg["equation"] == "burgers" else FNOKINN2d
         return cls(order=cfg["kinn_order"], rngs=rngs)
@@ -286,14 +286,14 @@ def spectral_weights(model: FNO | FNOKINN) -> list[jax.Array]:
     return [b.spectral.complex_weight() for b in _branches(model)]
 
 
-def collision_rates_of(model: FNO | FNOKINN) -> list[jax.Array] | None:
-    """Per-layer collision rates of a kinetic FNO; ``None`` for plain and KINN models."""
-    return layer_collision_rates(model) if isinstance(model, FNO) else None
+def condensation(model: FNO | FNOKINN | OFormer, k: int) -> dict[str, Any]:
+    """Top-k share and sorted channel norms of each layer's W kernel and K weights.
 
-
-def condensation(model: FNO | FNOKINN, k: int) -> dict[str, Any]:
-    """Top-k share and sorted channel norms of each layer's W kernel and K weights."""
+    Empty lists for OFormer (it has no W/K branches).
+    """
     out: dict[str, Any] = {"w_top_k": [], "k_top_k": [], "w_sorted_norms": []}
+    if isinstance(model, OFormer):
+        return out
     for w in pointwise_kernels(model):
         c = channel_condensation(w, k=min(k, w.shape[-1]), axis=-1)
         out["w_top_k"].append(float(c.top_k_share))
@@ -441,7 +441,7 @@ def seed_result(
     }
     if cfg["equation"] == "heat":
         result["test_rel_l2_64"] = summary["test_rel_l2_64"]
-    if cfg["model"] == "fno_kinetic" and rows:
+    if cfg["model"] in KINETIC_MODELS and rows:
         per_epoch = np.asarray([list(r["collision_rates"].values()) for r in rows])
         result["collision_rate"] = {
             "per_block": per_epoch.mean(axis=0).tolist(),
@@ -593,7 +593,7 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
     if cfg["equation"] == "heat":
         m, s = report.mean_std([r["test_rel_l2_64"] for r in results])
         summary.update(test_rel_l2_64=m, test_rel_l2_64_std=s)
-    if cfg["model"] == "fno_kinetic":
+    if cfg["model"] in KINETIC_MODELS:
         per_block = np.mean([r["collision_rate"]["per_block"] for r in results], axis=0)
         summary["collision_rate"] = {
             "per_block": per_block.tolist(),
@@ -623,7 +623,7 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
     if jax.process_index() == 0:
         report.write_json(os.path.join(out, "summary.json"), summary)
         plot_errors(per_seed_rows, cfg, os.path.join(out, "errors.png"))
-        if results[0]["w_sorted_norms"] is not None:
+        if results[0]["w_sorted_norms"]:  # FNO and KINN (OFormer has no W kernels)
             plot_condensation(results, rows, cfg, os.path.join(out, "condensation.png"))
         info = report.run_info(command, runtime_s=time.perf_counter() - t0)
         report.write_json(os.path.join(out, "run.json"), info)
@@ -640,10 +640,12 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
         "Test error = relative L2, eval mode (no collisions). Heat: trained at 32², tested at 32² "
         "and zero-shot at 64². Collision rate = fraction of candidate particle pairs that collided, "
         "mean over all training steps and seeds, per Fourier layer. KINN: Kirchhoff cascade of "
-        "the given order per layer, state carried across layers (`kinetix.nn.FNOKINN1d/2d`).",
+        "the given order per layer, state carried across layers (`kinetix.nn.FNOKINN1d/2d`). "
+        "`predict mean(u0)`: the test error of predicting the conserved spatial mean of the "
+        "input everywhere (no learning; mean over seeds' test splits).",
         "",
-        "| equation | model | rule / order | test rel-L2 | test rel-L2 @64² | collision rate per block | overall | train s | s/epoch | params | test rel-L2 per seed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| equation | model | rule / order | test rel-L2 | predict mean(u0) | test rel-L2 @64² | collision rate per block | overall | train s | s/epoch | params | test rel-L2 per seed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries.values():
         eq, model = s["equation"], s["model"]
@@ -660,9 +662,12 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
             "fno_kinn": f"order {s['settings'].get('kinn_order')}",
         }.get(model, "–")
         per_seed = ", ".join(f"{r['test_rel_l2']:.4f}" for r in s["per_seed"])
+        base = (
+            f"{s['baseline_mean_rel_l2']:.4f}" if s.get("baseline_mean_rel_l2") is not None else "–"
+        )
         lines.append(
             f"| {eq} | {model} | {variant} | {report.fmt_mean_std(s['test_rel_l2'], s['test_rel_l2_std'])} | "
-            f"{t64} | {per_block} | {overall} | "
+            f"{base} | {t64} | {per_block} | {overall} | "
             f"{s['train_seconds']:.1f} ± {s['train_seconds_std']:.1f} | "
             f"{s['median_epoch_seconds']:.2f} | {s['params']} | {per_seed} |"
         )
@@ -709,7 +714,7 @@ def sweep(base: dict[str, Any], out: str, progress: bool, command: str) -> dict[
     t0 = time.perf_counter()
     summaries, sizes = {}, {}
     for eq in EQUATIONS:
-        for model in MODELS:
+        for model in SWEEP_MODELS:
             cfg = resolve_config(base, eq, model)
             sizes[eq] = cfg
             name = f"{eq}_{model}"
@@ -769,7 +774,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=MODELS,
         help="fno: plain residual; fno_kinetic: KITINet residual; fno_kinn: Kirchhoff cascade "
-        "layers (required unless --sweep-results)",
+        "layers; oformer / oformer_kinetic: OFormer (Li et al. 2023; the released Burgers "
+        "configuration, about 12x the cost of the FNO per step) with plain or KITINet "
+        "residuals in its encoder (required unless --sweep-results)",
     )
     p.add_argument(
         "--out", help="output directory, created if missing (required unless --sweep-results)"
@@ -843,8 +850,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--coll-coef",
         type=float,
-        default=COLL_COEF,
-        help="collision coefficient of the kinetic residual, in [0, 1] (fno_kinetic only; default %(default)s)",
+        default=None,
+        help="collision coefficient of the kinetic residual, in [0, 1] (kinetic models only; "
+        f"default {', '.join(f'{k} {v}' for k, v in COLL_COEF.items())})",
     )
     p.add_argument(
         "--rule",
@@ -899,8 +907,12 @@ def resolve_config(base: dict[str, Any], equation: str, model: str) -> dict[str,
         cfg["resolution"] = HEAT_TEST_RES
     if cfg["n_divide"] is None:
         cfg["n_divide"] = 4 if equation == "burgers" else "auto"
+    if model in KINETIC_MODELS and cfg["coll_coef"] is None:
+        cfg["coll_coef"] = COLL_COEF[model]
+    if model not in KINETIC_MODELS:
+        cfg["coll_coef"], cfg["rule"] = None, None
     if model != "fno_kinetic":
-        cfg["coll_coef"], cfg["rule"], cfg["n_divide"] = None, None, None
+        cfg["n_divide"] = None
     if model != "fno_kinn":
         cfg["kinn_order"] = None
     return cfg
@@ -976,7 +988,9 @@ def parse(
         p.error(f"--lr must be a finite number > 0, got {args.lr}")
     if not (math.isfinite(args.weight_decay) and args.weight_decay >= 0):
         p.error(f"--weight-decay must be a finite number >= 0, got {args.weight_decay}")
-    if not (math.isfinite(args.coll_coef) and 0 <= args.coll_coef <= 1):
+    if args.coll_coef is not None and not (
+        math.isfinite(args.coll_coef) and 0 <= args.coll_coef <= 1
+    ):
         p.error(f"--coll-coef must be in [0, 1], got {args.coll_coef}")
     if args.top_k < 1:
         p.error(f"--top-k must be >= 1, got {args.top_k}")
@@ -988,14 +1002,14 @@ def parse(
         )
     if args.kinn_order < 1:
         p.error(f"--kinn-order must be >= 1, got {args.kinn_order}")
-    if args.sweep_results is None and args.model != "fno_kinetic":
-        for flag, given in (
-            ("--coll-coef", args.coll_coef != COLL_COEF),
-            ("--rule", args.rule != "hard_sphere"),
-            ("--n-divide", args.n_divide is not None),
+    if args.sweep_results is None:
+        for flag, given, models in (
+            ("--coll-coef", args.coll_coef is not None, KINETIC_MODELS),
+            ("--rule", args.rule != "hard_sphere", KINETIC_MODELS),
+            ("--n-divide", args.n_divide is not None, ("fno_kinetic",)),
         ):
-            if given:
-                p.error(f"{flag} only applies to --model fno_kinetic")
+            if given and args.model not in models:
+                p.error(f"{flag} only applies to --model {' or '.join(models)}")
     if args.sweep_results is None and args.model != "fno_kinn" and args.kinn_order != KINN_ORDER:
         p.error("--kinn-order only applies to --model fno_kinn")
     if args.quick:
@@ -1039,7 +1053,7 @@ def parse(
         except loop.SetupError as e:
             p.exit(2, f"{p.prog}: error: {e}\n")
     pairs = (
-        [(e, m) for e in EQUATIONS for m in MODELS]
+        [(e, m) for e in EQUATIONS for m in SWEEP_MODELS]
         if args.sweep_results is not None
         else [(args.equation, args.model)]
     )
