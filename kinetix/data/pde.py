@@ -73,11 +73,6 @@ CACHE_FORMAT = 1
 # --------------------------------------------------------------------------- #
 
 
-# The old name, kept for kinetix.data.text until it imports check_int_param from
-# kinetix.validation.
-_check_int = check_int_param
-
-
 def _check_resolution(value, name: str = "resolution") -> int:
     value = check_int_param(value, name, MIN_RESOLUTION)
     if value % 2:

