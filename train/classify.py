@@ -36,6 +36,7 @@ See ``train/loop.py`` for data parallelism, checkpoints and outputs.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from typing import Any
@@ -258,7 +259,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(2) from None
     if jax.process_index() == 0:
         print(loop.summary_lines(summary))
+        note = batchnorm_note(summary["steps"])
+        if note:
+            print(note, file=sys.stderr)
     return summary
+
+
+BN_MOMENTUM = 0.9  # kinetix.nn.resnet's BatchNorm (PyTorch's momentum 0.1)
+
+
+def batchnorm_note(steps: int, threshold: float = 0.05) -> str | None:
+    """An explanation for a short run's eval numbers, or ``None`` when the run was long enough.
+
+    Eval mode normalises with BatchNorm's running statistics, which start at mean 0 /
+    variance 1 and keep ``0.9**steps`` of that start; after one epoch of digits (11 steps)
+    31 % remains, so the test loss can be in the hundreds while training looks fine.
+    """
+    left = BN_MOMENTUM**steps
+    if left <= threshold:
+        return None
+    return (
+        f"note: BatchNorm's running statistics were updated {steps} times, so {left:.0%} of "
+        "their initial values (mean 0, variance 1) still weigh in; eval-mode test numbers of "
+        "such a short run can be far worse than the training ones. Train for at least "
+        f"{math.ceil(math.log(threshold) / math.log(BN_MOMENTUM))} steps (more epochs or a "
+        "smaller --batch-size) before reading the test numbers."
+    )
 
 
 if __name__ == "__main__":

@@ -1294,7 +1294,8 @@ def plot_curves(
     panel (e.g. classifier neuron similarity) and the collision rates per epoch.
 
     Markers on every point, so runs of 1-2 epochs are visible; metrics listed in
-    ``task.log_scale`` (and collision rates) on log axes.
+    ``task.log_scale``, metrics spanning more than two decades, and collision rates
+    on log axes.
     """
     import matplotlib
 
@@ -1316,7 +1317,9 @@ def plot_curves(
         for suffix in ["", *(f"_{x}" for x in extra_tests)]:
             label = "test" + (f" {suffix[1:]}" if suffix else "")
             ax.plot(ep, series(f"test_{name}{suffix}"), marker="o", label=label)
-        if name in task.log_scale:
+        values = [v for line in ax.get_lines() for v in line.get_ydata() if np.isfinite(v)]
+        spans = values and min(values) > 0 and max(values) / min(values) > 100
+        if name in task.log_scale or spans:  # e.g. a short run's first eval loss in the hundreds
             ax.set_yscale("log")
         ax.set_title(name.replace("_", " "))
     if task.curve_keys:
