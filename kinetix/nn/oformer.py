@@ -110,7 +110,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
-from kinetix.nn.kinetic import KineticResidual, check_options
+from kinetix.nn.kinetic import check_options, residual_add, token_residual
 
 __all__ = [
     "CrossAttentionBlock",
@@ -442,30 +442,17 @@ class OFormerLayer(nnx.Module):
             rngs=rngs,
         )
         self.ffn = FeedForward(dim, mlp_dim, rngs=rngs)
-        if residual == "kinetic":
-            kw = dict(
-                layout="token",
-                particle_dim=particle_dim,
-                coll_coef=coll_coef,
-                rule=rule,
-                length_scale=length_scale,
-            )
-            self.res1 = KineticResidual(**kw)
-            self.res2 = KineticResidual(**kw)
-        else:
-            self.res1 = self.res2 = None
-
-    @staticmethod
-    def _add(res: KineticResidual | None, x: jax.Array, v: jax.Array, rngs: nnx.Rngs | None):
-        return x + v if res is None else res(x, v, rngs=rngs)
+        kw = dict(particle_dim=particle_dim, coll_coef=coll_coef, rule=rule)
+        self.res1 = token_residual(residual, length_scale=length_scale, **kw)
+        self.res2 = token_residual(residual, length_scale=length_scale, **kw)
 
     def __call__(self, x: jax.Array, pos: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         if self.ln1 is not None:
             x = self.ln1(x)
-        x = self._add(self.res1, x, self.attn(x, pos), rngs)
+        x = residual_add(self.res1, x, self.attn(x, pos), rngs)
         if self.ln2 is not None:
             x = self.ln2(x)
-        return self._add(self.res2, x, self.ffn(x), rngs)
+        return residual_add(self.res2, x, self.ffn(x), rngs)
 
 
 class CrossAttentionBlock(nnx.Module):

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from kinetix import dsmc
-from kinetix.nn.kinetic import KineticResidual, check_options
+from kinetix.nn.kinetic import check_options, residual_add, token_residual
 
 __all__ = ["EncoderLayer", "TextEncoder"]
 
@@ -74,32 +74,18 @@ class EncoderLayer(nnx.Module):
         self.mlp_in = nnx.Linear(dim, mlp_dim, kernel_init=_init, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_dim, dim, kernel_init=_init, rngs=rngs)
         self.dropout = nnx.Dropout(dropout)
-        if residual == "kinetic":
-            kw = dict(
-                layout="token",
-                particle_dim=particle_dim,
-                coll_coef=coll_coef,
-                rule=rule,
-                length_scale=length_scale,
-            )
-            self.res1 = KineticResidual(**kw)
-            self.res2 = KineticResidual(**kw)
-        else:
-            self.res1 = None
-            self.res2 = None
-
-    @staticmethod
-    def _add(res: KineticResidual | None, x: jax.Array, v: jax.Array, rngs: nnx.Rngs | None):
-        return x + v if res is None else res(x, v, rngs=rngs)
+        kw = dict(particle_dim=particle_dim, coll_coef=coll_coef, rule=rule)
+        self.res1 = token_residual(residual, length_scale=length_scale, **kw)
+        self.res2 = token_residual(residual, length_scale=length_scale, **kw)
 
     def __call__(
         self, x: jax.Array, attn_mask: jax.Array | None = None, *, rngs: nnx.Rngs | None = None
     ) -> jax.Array:
         h = self.attn(self.ln1(x), mask=attn_mask)
-        x = self._add(self.res1, x, _dropout(self.dropout, h, rngs), rngs)
+        x = residual_add(self.res1, x, _dropout(self.dropout, h, rngs), rngs)
         h = _dropout(self.dropout, jax.nn.gelu(self.mlp_in(self.ln2(x))), rngs)
         h = _dropout(self.dropout, self.mlp_out(h), rngs)
-        return self._add(self.res2, x, h, rngs)
+        return residual_add(self.res2, x, h, rngs)
 
 
 class TextEncoder(nnx.Module):
