@@ -73,6 +73,7 @@ import optax
 from tqdm.auto import tqdm
 
 import kinetix
+from train import report
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
@@ -294,11 +295,7 @@ def initial_similarity(seeds: Sequence[int]) -> np.ndarray:
 # ------------------------------------------------------------------- statistics
 
 
-def mean_std(x: np.ndarray) -> dict[str, float]:
-    """Mean and sample standard deviation (ddof=1; 0.0 for a single value)."""
-    x = np.asarray(x, np.float64)
-    std = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-    return {"mean": float(np.mean(x)), "std": std}
+mean_std = report.mean_std_dict  # {"mean", "std"}: sample std (ddof=1), 0.0 for one value
 
 
 def paired(ko: np.ndarray, adam: np.ndarray) -> dict[str, float]:
