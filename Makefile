@@ -73,8 +73,8 @@ test-latest: $(STAMP_LATEST)
 	$(BIN_LATEST)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kinetix train tests benchmarks
-	$(BIN)/ruff format --check kinetix train tests benchmarks
+	$(BIN)/ruff check kinetix train tests benchmarks notebooks
+	$(BIN)/ruff format --check kinetix train tests benchmarks notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.ko_update
