@@ -1,15 +1,16 @@
-"""FNO vs. kinetic (KITINet) FNO vs. KINN FNO on 1-D Burgers and 2-D heat, after the authors' FNO scripts.
+"""FNO vs. kinetic (KITINet) FNO vs. KINN FNO (and OFormer) on 1-D Burgers and 2-D heat, after the authors' scripts.
 
 Single run (one or several seeds)::
 
-    python -m train.pde --equation burgers --model fno_kinetic --out results/pde/burgers_kin --quick
+    python -m train.pde --equation burgers --model fno_kinetic --out runs/burgers_kin --quick
     python -m train.pde --equation burgers --model fno_kinn --out /tmp/burgers_kinn --quick
     python -m train.pde --equation heat --model fno --out /tmp/heat --seeds 0 1 2 --epochs 50
+    python -m train.pde --equation burgers --model oformer --out /tmp/oformer --quick
 
-Results driver (plain, kinetic and KINN FNO, both equations, several seeds, at a
-CPU-feasible size; writes ``table.md`` and ``summary.json``)::
+Results driver (plain, kinetic and KINN FNO, both equations, 5 seeds, at the
+``--quick`` sizes; writes ``table.md`` and ``summary.json``)::
 
-    python -m train.pde --sweep-results results/pde_kinn
+    python -m train.pde --sweep-results results/pde
 
 Set-up (released KITINet FNO scripts, after Li et al. 2021):
 
