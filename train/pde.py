@@ -360,12 +360,14 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.asarray(jax.random.permutation(key, n))
 
 
-def train_seed(cfg: dict[str, Any], seed: int, out: str, progress: bool) -> dict[str, Any]:
+def train_seed(
+    cfg: dict[str, Any], seed: int, out: str, progress: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Trains one seed with the shared loop (:func:`train.loop.run_training`) into ``out``.
 
     Writes ``out/{metrics.jsonl, summary.json, curves.png, predictions.png}``
     (and checkpoints under ``cfg["ckpt_dir"]/seed_<seed>``); returns the
-    per-seed result that :func:`run` aggregates.
+    per-seed result that :func:`run` aggregates and the seed's metrics rows.
     """
     data = load_data(cfg, seed)
     steps = cfg["ntrain"] // cfg["batch_size"]
@@ -417,7 +419,7 @@ def train_seed(cfg: dict[str, Any], seed: int, out: str, progress: bool) -> dict
     rows = loop.read_metrics(os.path.join(out, "metrics.jsonl"))
     result = seed_result(cfg, seed, summary, rows, count_params(params))
     result["baseline_mean_rel_l2"] = mean_baseline(data["x_test"], data["y_test"])
-    return result
+    return result, rows
 
 
 def seed_result(
@@ -572,9 +574,8 @@ def run(cfg: dict[str, Any], out: str, progress: bool = True, command: str = "")
     t0 = time.perf_counter()
     results, rows, per_seed_rows = [], [], {}
     for seed in cfg["seeds"]:
-        res = train_seed(cfg, seed, seed_dir(out, seed), progress)
+        res, seed_rows = train_seed(cfg, seed, seed_dir(out, seed), progress)
         results.append(res)
-        seed_rows = loop.read_metrics(os.path.join(seed_dir(out, seed), "metrics.jsonl"))
         per_seed_rows[seed] = seed_rows
         rows.extend(dict(r, seed=seed) for r in seed_rows)
         if res["status"] != "completed":
