@@ -697,7 +697,7 @@ def write_sweep_table(summaries: dict[str, dict[str, Any]], sizes: dict, seeds, 
         "| equation | resolution | ntrain | ntest | epochs | batch | paper (resolution, ntrain, ntest, epochs, batch) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for eq in EQUATIONS:
+    for eq in (e for e in EQUATIONS if e in sizes):
         z, p = sizes[eq], PAPER[eq]
         res = f"{z['resolution']}" if eq == "burgers" else "train 32², test 32² + 64²"
         pres = f"{p['resolution']}" if eq == "burgers" else "train 32², test 64²"
