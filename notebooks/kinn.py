@@ -181,6 +181,6 @@ fig, ax = plt.subplots(figsize=(8, 3.5))
 ax.plot(grid, ut_test[0], "k", lw=2, label="u(x, 1), solver")
 for name, model in models.items():
     ax.plot(grid, model(u0_test[:1])[0], "--", label=name)
-ax.set(xlabel="x")
+ax.set(xlabel="x", ylabel="u(x, 1)", title="Burgers: a test sample, solver vs predictions")
 ax.legend()
 plt.show()

@@ -205,6 +205,6 @@ ax.plot(grid, u0_test[0], ":", color="gray", label="u(x, 0)")
 ax.plot(grid, ut_test[0], "k", lw=2, label="u(x, 1), solver")
 for name, model in models.items():
     ax.plot(grid, model(u0_test[:1])[0], "--", label=f"{name} FNO")
-ax.set(xlabel="x")
+ax.set(xlabel="x", ylabel="u", title="Burgers: a test sample, solver vs predictions")
 ax.legend()
 plt.show()

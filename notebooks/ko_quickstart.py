@@ -180,8 +180,9 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
 for name, (_, _, history) in results.items():
     axes[0].plot(history["loss"], label=name)
     axes[1].plot(history["mean|cos|"], label=name)
-axes[0].set(xlabel="step", ylabel="train loss", yscale="log")
-axes[1].set(xlabel="step", ylabel="hidden neurons' mean |cos|")
+axes[0].set(xlabel="step", ylabel="train loss", yscale="log", title="training loss")
+axes[1].set(xlabel="step", ylabel="hidden neurons' mean |cos|", title="neuron similarity")
+axes[0].legend()
 axes[1].legend()
 plt.show()
 
@@ -198,6 +199,6 @@ for ax, (name, (params, _, _)) in zip(axes, results.items(), strict=True):
     im = ax.imshow(
         kinetix.metrics.cosine_matrix(w)[order][:, order], cmap="RdBu_r", vmin=-1, vmax=1
     )
-    ax.set_title(name)
-fig.colorbar(im, ax=axes, shrink=0.8)
+    ax.set(title=f"{name}: cos(w_i, w_j)", xlabel="hidden neuron j", ylabel="hidden neuron i")
+fig.colorbar(im, ax=axes, shrink=0.8, label="cosine similarity")
 plt.show()
