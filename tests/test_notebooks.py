@@ -51,6 +51,24 @@ MARKERS: dict[str, list[tuple[str, object]]] = {
         (r"coin +accuracy ([0-9.]+)", lambda v: 0 <= float(v) <= 1),
         (r"diffresnet +accuracy ([0-9.]+)", lambda v: 0 <= float(v) <= 1),
     ],
+    "scaling": [
+        (r"backend: (\w+)", None),
+        (r"scaling over (\d+) devices", lambda v: int(v) > 1),  # 8 forced CPU devices
+        # sharded jit and pmap reproduce the 1-device run to float32 rounding ...
+        (r"sharded jit vs 1 device: max \|param diff\| (\S+),", lambda v: float(v) < 1e-4),
+        (r"sharded jit vs 1 device: .*max \|loss diff\| (\S+)", lambda v: float(v) < 1e-4),
+        (r"pmap vs 1 device: max \|param diff\| (\S+),", lambda v: float(v) < 1e-4),
+        (r"pmap vs 1 device: .*max \|loss diff\| (\S+)", lambda v: float(v) < 1e-4),
+        # ... while other collisions (another KO key) move the parameters far beyond that
+        (r"another KO key vs 1 device: max \|param diff\| (\S+)", lambda v: float(v) > 1e-3),
+        (r"KO collision rate hidden/kernel: ([0-9.]+)", lambda v: float(v) > 0),
+        (
+            r"bare JAX sharded jit vs train.loop on 1 device: max \|param diff\| (\S+)",
+            lambda v: float(v) < 1e-4,
+        ),
+        (r"two_processes: processes (\d+), devices 8, steps 5", lambda v: v == "2"),
+        (r"2 processes vs 1 process: max \|param diff\| (\S+)", lambda v: float(v) < 1e-4),
+    ],
 }
 
 
