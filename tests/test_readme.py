@@ -82,20 +82,12 @@ def shell_commands(source: str) -> list[list[str]]:
     return commands
 
 
-def _python_blocks() -> list:
+def _blocks(*languages: str) -> list:
+    """One pytest param per code block of README.md and docs/*.md in one of ``languages``."""
     params = []
     for path in DOCS:
         for i, (lang, source) in enumerate(code_blocks(path.read_text(encoding="utf-8"))):
-            if lang == "python":
-                params.append(pytest.param(source, id=f"{path.name}-{i}"))
-    return params
-
-
-def _shell_blocks() -> list:
-    params = []
-    for path in DOCS:
-        for i, (lang, source) in enumerate(code_blocks(path.read_text(encoding="utf-8"))):
-            if lang in ("bash", "sh", "shell"):
+            if lang in languages:
                 params.append(pytest.param(source, id=f"{path.name}-{i}"))
     return params
 
@@ -126,7 +118,7 @@ def test_readme_has_blocks_of_every_kind():
     )
 
 
-@pytest.mark.parametrize("source", _python_blocks())
+@pytest.mark.parametrize("source", _blocks("python"))
 def test_python_block_runs_as_written(source, tmp_path):
     script = tmp_path / "block.py"
     script.write_text(source, encoding="utf-8")
@@ -154,7 +146,7 @@ def _makefile_targets() -> set[str]:
     return set(re.findall(r"^([\w.-]+):", text, re.M))
 
 
-@pytest.mark.parametrize("source", _shell_blocks())
+@pytest.mark.parametrize("source", _blocks("bash", "sh", "shell"))
 def test_shell_block_names_real_targets_modules_and_flags(source):
     commands = shell_commands(source)
     assert commands, source
